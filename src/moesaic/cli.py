@@ -1,0 +1,165 @@
+"""The ``moesaic`` command: maps verbs to typed command functions; nothing else.
+
+Each command is ``def verb(config: SomeConfig) -> Result``. Flags are generated from the config's fields
+(``--field-name VALUE``; values are read as YAML scalars so ``2``, ``0.5``, ``true`` and ``[a, b]`` work),
+``--config FILE.yaml`` supplies a file, dotted flags (``--gate.lr 0.1``) reach nested keys, and the
+config's ``positional`` fields are positional arguments. Errors meant for users print as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["COMMANDS", "main"]
+
+# verb -> ("module:function", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ask": ("moesaic.ask:ask", "answer a question about an image (local model or --endpoint)"),
+    "demo": ("moesaic.demo:demo", "the main job behind `make run`"),
+    "serve": ("moesaic.serve.app:serve", "serve a model over an OpenAI- and SageMaker-compatible API"),
+    "merge": ("moesaic.moe.merge:merge", "merge fine-tuned VLMs into a sparse MoE VLM"),
+    "train-gates": ("moesaic.moe.gate_train:train_gates", "train the gates of a merged MoE"),
+    "route-report": ("moesaic.moe.report:route_report", "which experts each domain's tokens go to"),
+    "finetune": ("moesaic.finetune.train:finetune", "LoRA or full fine-tuning of a VLM"),
+    "export-adapter": ("moesaic.finetune.export:export_adapter", "merge a LoRA adapter into full weights"),
+    "eval-attributes": ("moesaic.finetune.attributes:eval_attributes", "per-field accuracy of attribute JSON"),
+}
+
+
+def _resolve(verb: str) -> Any:
+    target, _ = COMMANDS[verb]
+    module, _, attr = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("moesaic"):
+            raise SystemExit(f"error: the '{verb}' command is not available in this build ({exc.name} missing)")
+        raise
+    return getattr(mod, attr)
+
+
+def _config_class(func: Any) -> Any:
+    hints = typing.get_type_hints(func)
+    params = list(inspect.signature(func).parameters)
+    return hints[params[0]]
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _build_parser(verb: str, config_cls: Any, doc: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"moesaic {verb}", description=doc, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE.yaml", help="read the config from a YAML file; flags override it")
+    parser.add_argument("--json", dest="_json", action="store_true", help="print the result as JSON")
+    for name in config_cls.positional:
+        field = config_cls.model_fields[name]
+        required = field.is_required()
+        parser.add_argument(name, nargs=None if required else "?", default=None, help=field.description or name)
+    for name, field in config_cls.model_fields.items():
+        if name in config_cls.positional:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = "" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)!r})"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=(field.description or "") + default)
+        else:
+            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None,
+                                help=(field.description or "") + default)
+    return parser
+
+
+def _split_dotted(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Pull ``--a.b value`` / ``--a.b=value`` out of argv (nested overrides)."""
+    rest: list[str] = []
+    dotted: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "." in arg.split("=", 1)[0]:
+            key, eq, val = arg[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: {arg} needs a value")
+                val = argv[i + 1]
+                i += 1
+            dotted[key.replace("-", "_")] = _yaml_value(val)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, dotted
+
+
+def run_command(verb: str, argv: Sequence[str]) -> int:
+    from moesaic.errors import MoesaicError
+
+    func = _resolve(verb)
+    config_cls = _config_class(func)
+    rest, dotted = _split_dotted(list(argv))
+    parser = _build_parser(verb, config_cls, (func.__doc__ or "").strip().split("\n")[0])
+    ns = vars(parser.parse_args(rest))
+    as_json = ns.pop("_json")
+    config_path = ns.pop("config")
+    overrides: dict[str, Any] = {}
+    for key, value in ns.items():
+        if value is None:
+            continue
+        is_str_field = config_cls.model_fields[key].annotation in (str, str | None)
+        overrides[key] = value if (key in config_cls.positional or is_str_field or isinstance(value, bool)) \
+            else _yaml_value(value)
+    overrides.update(dotted)
+    try:
+        config = config_cls.load(config_path, overrides)
+        result = func(config)
+    except MoesaicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    _print_result(result, as_json)
+    return 0
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    if result is None:
+        return
+    if as_json:
+        if hasattr(result, "model_dump_json"):
+            print(result.model_dump_json(indent=2))
+        else:
+            print(json.dumps(result, indent=2, default=str))
+        return
+    render = getattr(result, "render", None)
+    print(render() if callable(render) else result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(len(v) for v in COMMANDS)
+        lines = [f"  {v.ljust(width)}  {h}" for v, (_, h) in COMMANDS.items()]
+        print("usage: moesaic VERB [options]   (moesaic VERB --help for its options)\n\nverbs:\n" + "\n".join(lines))
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        print(f"error: unknown command {verb!r} — run 'moesaic --help' for the list", file=sys.stderr)
+        return 2
+    return run_command(verb, rest)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

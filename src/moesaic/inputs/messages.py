@@ -1,0 +1,149 @@
+"""Chat messages: OpenAI's content parts (text, image_url) and the plain ``question`` + ``image(s)`` form.
+
+Requests carry image *references* (URL, data URL, bare base64, path). :func:`resolve_messages` turns
+them into :class:`Turn` objects whose image parts are decoded PIL images; backends only ever see turns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from moesaic.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from moesaic.inputs.images import ImagePolicy
+
+__all__ = [
+    "TextPart",
+    "ImageURL",
+    "ImageURLPart",
+    "ContentPart",
+    "ChatMessage",
+    "QuestionRequest",
+    "Turn",
+    "resolve_messages",
+    "image_refs",
+    "question_messages",
+]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextPart(_Part):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageURL(_Part):
+    url: str = Field(min_length=1, description="http(s) URL, data: URL or bare base64")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageURLPart(_Part):
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageURL
+
+    @field_validator("image_url", mode="before")
+    @classmethod
+    def _accept_bare_string(cls, value: object) -> object:
+        # Several clients send {"image_url": "https://..."}; accept it as {"url": ...}.
+        return {"url": value} if isinstance(value, str) else value
+
+
+ContentPart = Annotated[Union[TextPart, ImageURLPart], Field(discriminator="type")]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+
+    def parts(self) -> list[TextPart | ImageURLPart]:
+        return [TextPart(text=self.content)] if isinstance(self.content, str) else list(self.content)
+
+    def text(self) -> str:
+        return "\n".join(p.text for p in self.parts() if isinstance(p, TextPart))
+
+
+class QuestionRequest(BaseModel):
+    """The plain form: ``{"question": "...", "image": "<URL or base64>"}`` (or ``images``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str = Field(min_length=1)
+    image: str | None = None
+    images: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_both(self) -> "QuestionRequest":
+        if self.image is not None and self.images:
+            raise ValueError("give either 'image' or 'images', not both")
+        return self
+
+    def all_images(self) -> list[str]:
+        return [self.image] if self.image is not None else list(self.images)
+
+    def to_messages(self) -> list[ChatMessage]:
+        return question_messages(self.question, self.all_images())
+
+
+def question_messages(question: str, images: list[str] | tuple[str, ...] = ()) -> list[ChatMessage]:
+    """One user message: the images first, then the question (the order VLM chat templates expect)."""
+    parts: list[TextPart | ImageURLPart] = [ImageURLPart(image_url=ImageURL(url=ref)) for ref in images]
+    parts.append(TextPart(text=question))
+    return [ChatMessage(role="user", content=parts)]
+
+
+def image_refs(messages: list[ChatMessage]) -> list[str]:
+    return [p.image_url.url for m in messages for p in m.parts() if isinstance(p, ImageURLPart)]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A message with its images decoded: ``parts`` interleaves ``str`` and ``PIL.Image.Image``."""
+
+    role: Literal["system", "user", "assistant"]
+    parts: tuple["str | Image.Image", ...] = field(default_factory=tuple)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p for p in self.parts if isinstance(p, str))
+
+    @property
+    def images(self) -> list["Image.Image"]:
+        return [p for p in self.parts if not isinstance(p, str)]
+
+
+def resolve_messages(
+    messages: list[ChatMessage], policy: "ImagePolicy | None" = None, *, max_images: int | None = None
+) -> list[Turn]:
+    """Decode every image reference with :func:`moesaic.inputs.images.load_image` under ``policy``."""
+    from moesaic.inputs.images import ImagePolicy, load_image
+
+    policy = policy or ImagePolicy()
+    if not messages:
+        raise InputError("no messages given", "send at least one user message")
+    refs = image_refs(messages)
+    if max_images is not None and len(refs) > max_images:
+        raise InputError(
+            f"{len(refs)} images given but at most {max_images} are accepted",
+            f"send {max_images} image(s) or fewer per request",
+        )
+    turns = []
+    for msg in messages:
+        parts: list[str | Image.Image] = []
+        for part in msg.parts():
+            if isinstance(part, TextPart):
+                parts.append(part.text)
+            else:
+                parts.append(load_image(part.image_url.url, policy))
+        turns.append(Turn(role=msg.role, parts=tuple(parts)))
+    return turns
