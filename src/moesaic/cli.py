@@ -65,9 +65,9 @@ def _build_parser(verb: str, config_cls: Any, doc: str) -> argparse.ArgumentPars
     parser.add_argument("--config", metavar="FILE.yaml", help="read the config from a YAML file; flags override it")
     parser.add_argument("--json", dest="_json", action="store_true", help="print the result as JSON")
     for name in config_cls.positional:
+        # Optional on the command line: a --config file may supply it; the config validation names it if missing.
         field = config_cls.model_fields[name]
-        required = field.is_required()
-        parser.add_argument(name, nargs=None if required else "?", default=None, help=field.description or name)
+        parser.add_argument(name, nargs="?", default=None, help=field.description or name)
     for name, field in config_cls.model_fields.items():
         if name in config_cls.positional:
             continue
