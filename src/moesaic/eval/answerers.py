@@ -1,0 +1,167 @@
+"""How eval asks a model: a local backend (decoded images) or an OpenAI-compatible endpoint (data URLs).
+
+Both are :class:`Answerer` objects: ``answer(sample, params) -> Answer``. Endpoint models are called
+through the official ``openai`` SDK at ``/v1/chat/completions`` with each image sent as a data URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moesaic.backends.base import Answer, Backend, BackendOptions, GenerationParams
+from moesaic.errors import AuthError, FetchError, ImageError, MoesaicError, missing_extra
+from moesaic.eval.config import EvalModel
+from moesaic.eval.data import Sample, is_local_path_ref
+from moesaic.inputs.messages import Turn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = ["Answerer", "BackendAnswerer", "EndpointAnswerer", "make_answerer", "image_data_url"]
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
+          (b"BM", "image/bmp"))
+
+
+def _mime_of(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, mime in _MAGIC:
+        if data.startswith(magic):
+            return mime
+    raise ImageError("the image is not PNG, JPEG, GIF, BMP or WebP", "convert it to PNG or JPEG")
+
+
+def image_data_url(ref: str) -> str:
+    """An image reference as something an OpenAI-compatible API accepts: URLs pass, files become data URLs."""
+    if ref.startswith(("http://", "https://", "data:")):
+        return ref
+    if is_local_path_ref(ref):
+        path = Path(ref)
+        if not path.is_file():
+            raise ImageError(f"image file {path} not found", "check the dataset's image paths")
+        data = path.read_bytes()
+    else:
+        try:
+            data = base64.b64decode(ref, validate=True)
+        except ValueError:
+            raise ImageError("image is neither a path, a URL nor valid base64", "fix the dataset row") from None
+    return f"data:{_mime_of(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def load_sample_image(ref: str) -> "Image.Image":
+    """Decode a dataset image with moesaic's image loader (local paths allowed: the dataset is trusted)."""
+    from moesaic.inputs.images import ImagePolicy, load_image
+
+    return load_image(ref, ImagePolicy(allow_local_paths=True))
+
+
+class Answerer(ABC):
+    """Answers eval samples; ``calls`` counts real model calls (cache hits do not call)."""
+
+    kind: str = "local"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @abstractmethod
+    def answer(self, sample: Sample, params: GenerationParams) -> Answer: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class BackendAnswerer(Answerer):
+    """A loaded :class:`~moesaic.backends.base.Backend`: the image first, then the question."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def answer(self, sample: Sample, params: GenerationParams) -> Answer:
+        image = load_sample_image(sample.image)
+        turn = Turn(role="user", parts=(image, sample.question))
+        self.calls += 1
+        return self.backend.generate([turn], params)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class EndpointAnswerer(Answerer):
+    """An OpenAI-compatible chat-completions endpoint, called with the ``openai`` SDK."""
+
+    kind = "endpoint"
+
+    def __init__(self, spec: EvalModel) -> None:
+        super().__init__()
+        try:
+            import openai
+        except ImportError:  # pragma: no cover - openai is in the eval extra
+            raise missing_extra("openai", "eval") from None
+        self._openai = openai
+        api_key = spec.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        self.client = openai.OpenAI(base_url=spec.endpoint, api_key=api_key, timeout=spec.timeout_s,
+                                    max_retries=1)
+        self.model = spec.endpoint_model or spec.name
+        self.endpoint = str(spec.endpoint)
+
+    def _request(self, sample: Sample, params: GenerationParams) -> dict[str, Any]:
+        content = [{"type": "image_url", "image_url": {"url": image_data_url(sample.image)}},
+                   {"type": "text", "text": sample.question}]
+        request: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}],
+                                   "max_tokens": params.max_new_tokens, "temperature": params.temperature,
+                                   "top_p": params.top_p}
+        if params.seed is not None:
+            request["seed"] = params.seed
+        if params.stop:
+            request["stop"] = list(params.stop)
+        return request
+
+    def answer(self, sample: Sample, params: GenerationParams) -> Answer:
+        request = self._request(sample, params)
+        self.calls += 1
+        try:
+            response = self.client.chat.completions.create(**request)
+        except self._openai.AuthenticationError:
+            raise AuthError(f"{self.endpoint} rejected the API key", "set models[].api_key or $OPENAI_API_KEY") \
+                from None
+        except self._openai.APIStatusError as exc:
+            raise FetchError(f"{self.endpoint} answered HTTP {exc.status_code}: {exc.message}",
+                             "check the endpoint URL, the model name and the server's log") from None
+        except self._openai.APIConnectionError as exc:
+            raise FetchError(f"cannot reach {self.endpoint}: {exc}", "is the server running at that base URL?") \
+                from None
+        choice = response.choices[0]
+        usage = response.usage
+        return Answer(
+            text=choice.message.content or "",
+            model=response.model or self.model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_answerer(spec: EvalModel) -> Answerer:
+    """Load the model named by ``spec`` (or connect to its endpoint)."""
+    if spec.is_endpoint:
+        return EndpointAnswerer(spec)
+    from moesaic.backends.registry import load_backend
+
+    options = BackendOptions(dtype=spec.dtype, device=spec.device)
+    try:
+        backend = load_backend(str(spec.model), options, backend=spec.backend)
+    except MoesaicError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise MoesaicError(f"model {spec.name!r}: its backend needs {exc.name}, which is not available",
+                           "install the missing package or choose another backend") from None
+    return BackendAnswerer(backend)

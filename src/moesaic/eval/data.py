@@ -1,0 +1,115 @@
+"""Eval datasets: JSONL rows read and checked before any model is loaded.
+
+Two row shapes (one per line; ``id`` optional, default the line number):
+
+- question answering: ``{"image": ..., "question": ..., "reference": "..."}`` or ``"references": [...]``
+- attributes: ``{"image": ..., "attributes": {"color": "red", ...}}`` (``question`` optional)
+
+``image`` is a path (relative to the JSONL's folder), an http(s) URL, a data URL or bare base64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moesaic.errors import ConfigError
+from moesaic.eval.config import EvalDataset
+
+__all__ = ["Sample", "load_samples", "attribute_prompt", "is_local_path_ref"]
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    image: str  # a reference: absolute path, URL, data URL or base64
+    question: str
+    references: tuple[str, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "attributes" if self.attributes else "qa"
+
+    def fingerprint(self) -> str:
+        """Hash of what the model is asked (image reference + question): part of the cache key."""
+        return hashlib.sha256(f"{self.image}\n{self.question}".encode()).hexdigest()[:16]
+
+
+def attribute_prompt(fields: list[str]) -> str:
+    return "Describe the product as a JSON object with the keys: " + ", ".join(fields) + "."
+
+
+def is_local_path_ref(ref: str) -> bool:
+    """True when ``ref`` reads as a file path rather than a URL, data URL or long base64 string."""
+    if ref.startswith(("http://", "https://", "data:")):
+        return False
+    return len(ref) < 64 or _BASE64.fullmatch(ref) is None
+
+
+def _row_error(path: Path, line: int, what: str, hint: str) -> ConfigError:
+    return ConfigError(f"{path}:{line}: {what}", hint)
+
+
+def _parse_row(spec: EvalDataset, line_no: int, row: Any) -> Sample:
+    path = spec.path
+    if not isinstance(row, dict):
+        raise _row_error(path, line_no, "each line must be a JSON object", 'write {"image": ..., "question": ...}')
+    image = row.get("image")
+    if not isinstance(image, str) or not image:
+        raise _row_error(path, line_no, "missing 'image'", "give an image path, URL, data URL or base64")
+    if is_local_path_ref(image):
+        resolved = (path.parent / image).resolve()
+        if not resolved.is_file():
+            raise _row_error(path, line_no, f"image {image!r} not found (looked at {resolved})",
+                             "paths are relative to the JSONL file's folder")
+        image = str(resolved)
+    sample_id = str(row.get("id", line_no))
+    attributes = row.get("attributes")
+    if attributes is not None:
+        if not isinstance(attributes, dict) or not attributes:
+            raise _row_error(path, line_no, "'attributes' must be a non-empty object", 'write {"color": "red"}')
+        question = row.get("question") or spec.prompt or attribute_prompt(list(attributes))
+        return Sample(sample_id, image, str(question), attributes=dict(attributes))
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise _row_error(path, line_no, "missing 'question'", "question rows need a non-empty 'question'")
+    refs = row.get("references", row.get("reference"))
+    if isinstance(refs, str):
+        refs = [refs]
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise _row_error(path, line_no, "missing 'reference' (a string) or 'references' (a list of strings)",
+                         "give the expected answer(s), or 'attributes' for attribute rows")
+    return Sample(sample_id, image, question, references=tuple(refs))
+
+
+def load_samples(spec: EvalDataset, max_samples: int | None = None) -> list[Sample]:
+    """Read and validate ``spec.path``; the first ``max_samples`` rows when given."""
+    path = spec.path
+    if not path.is_file():
+        raise ConfigError(f"dataset {spec.name!r}: {path} does not exist", "check datasets[].path")
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _row_error(path, line_no, f"not valid JSON ({exc.msg})", "one JSON object per line") from None
+        sample = _parse_row(spec, line_no, row)
+        if sample.id in seen:
+            raise _row_error(path, line_no, f"duplicate id {sample.id!r}", "ids must be unique within a dataset")
+        seen.add(sample.id)
+        samples.append(sample)
+        if max_samples is not None and len(samples) >= max_samples:
+            break
+    if not samples:
+        raise ConfigError(f"dataset {spec.name!r}: {path} has no rows", "add one JSON object per line")
+    return samples

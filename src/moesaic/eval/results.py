@@ -1,0 +1,98 @@
+"""Result objects of ``moesaic eval``: per sample, per dataset, per model, and the whole run."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["SampleRecord", "DatasetScores", "ModelResult", "EvalResult", "pareto_front", "fmt"]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class SampleRecord(_Result):
+    model: str
+    dataset: str
+    sample_id: str
+    question: str
+    answer: str
+    references: list[str] = Field(default_factory=list)
+    attributes: dict[str, object] = Field(default_factory=dict)
+    scores: dict[str, float]
+    field_scores: dict[str, float] = Field(default_factory=dict)
+    primary: float = Field(description="score on the dataset's primary metric")
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+
+class DatasetScores(_Result):
+    dataset: str
+    samples: int
+    primary_metric: str
+    primary: float
+    metrics: dict[str, float] = Field(description="mean of each metric over the samples it applies to")
+    field_accuracy: dict[str, float] = Field(default_factory=dict, description="attribute datasets: per field")
+
+
+class ModelResult(_Result):
+    name: str
+    kind: str = Field(description="'local' or 'endpoint'")
+    samples: int
+    cache_hits: int
+    model_calls: int
+    accuracy: float = Field(description="mean over datasets of their primary metric")
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    tokens_per_s: float | None = Field(description="completion tokens / generation seconds; None when unknown")
+    peak_rss_mb: float | None
+    cuda_peak_mb: float | None = None
+    price_per_hour: float | None = None
+    cost_per_1k: float | None = Field(None, description="price_per_hour × mean latency (s) × 1000 / 3600")
+    datasets: list[DatasetScores]
+
+    @property
+    def memory_mb(self) -> float | None:
+        return self.cuda_peak_mb if self.cuda_peak_mb is not None else self.peak_rss_mb
+
+
+class EvalResult(_Result):
+    out: str
+    models: list[ModelResult]
+    cache_hits: int = Field(description="samples answered from the cache, all models")
+    pareto: list[str] = Field(description="models on the accuracy/latency Pareto front")
+    files: dict[str, str] = Field(description="artefact name → path")
+
+    def model(self, name: str) -> ModelResult:
+        return next(m for m in self.models if m.name == name)
+
+    def render(self) -> str:
+        from moesaic.eval.report import markdown_table
+
+        lines = [markdown_table(self), "",
+                 f"cache hits: {self.cache_hits}; Pareto front: {', '.join(self.pareto) or '-'}"]
+        lines += [f"{name}: {path}" for name, path in self.files.items()]
+        return "\n".join(lines)
+
+
+def pareto_front(models: list[ModelResult]) -> list[str]:
+    """Models no other model beats on both axes (accuracy higher-or-equal and p50 latency lower-or-equal,
+    with at least one strictly better), in order of increasing latency."""
+    front = []
+    for m in models:
+        dominated = any(
+            o is not m and o.accuracy >= m.accuracy and o.latency_p50_s <= m.latency_p50_s
+            and (o.accuracy > m.accuracy or o.latency_p50_s < m.latency_p50_s)
+            for o in models
+        )
+        if not dominated:
+            front.append(m)
+    return [m.name for m in sorted(front, key=lambda m: (m.latency_p50_s, -m.accuracy))]
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """Number for tables: fixed digits, '-' for unknown."""
+    return "-" if value is None else f"{value:.{digits}f}"

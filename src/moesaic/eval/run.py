@@ -1,0 +1,173 @@
+"""``moesaic eval``: run every model on every dataset, score, measure, and write the comparison.
+
+Per model: one request per sample (so latency is per request), answers cached per sample in the output
+folder (a re-run only asks what is missing and does not even load a model whose answers are all cached),
+peak memory measured from just before loading to the end of its run.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from moesaic.backends.base import Backend
+from moesaic.errors import MoesaicError
+from moesaic.eval.answerers import Answerer, BackendAnswerer, make_answerer
+from moesaic.eval.cache import AnswerCache, CachedAnswer
+from moesaic.eval.config import EvalConfig, EvalModel
+from moesaic.eval.data import Sample, load_samples
+from moesaic.eval.measure import cuda_peak_bytes, peak_rss_bytes, percentile, reset_peak_memory
+from moesaic.eval.plot import PLOT_NAME, plot_pareto
+from moesaic.eval.report import REPORT_FILES, write_reports
+from moesaic.eval.results import DatasetScores, EvalResult, ModelResult, SampleRecord, pareto_front
+from moesaic.eval.scoring import check_metrics, mean_scores, primary_metric, score_sample
+from moesaic.progress import progress
+
+__all__ = ["evaluate", "EvalConfig", "EvalResult"]
+
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+@dataclass
+class _ModelRun:
+    """One model's run in progress: the answerer is loaded on first need."""
+
+    spec: EvalModel
+    provided: Answerer | None
+    answerer: Answerer | None = None
+    hits: int = 0
+    calls: int = 0
+
+    def get(self) -> Answerer:
+        if self.answerer is None:
+            self.answerer = self.provided or make_answerer(self.spec)
+        return self.answerer
+
+
+def _as_answerer(value: Answerer | Backend) -> Answerer:
+    return value if isinstance(value, Answerer) else BackendAnswerer(value)
+
+
+def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache: AnswerCache) -> CachedAnswer:
+    gen_hash = config.generation_hash(run.spec)
+    hit = cache.get(run.spec.name, dataset, sample.id, gen_hash, sample.fingerprint())
+    if hit is not None:
+        run.hits += 1
+        return hit
+    answerer = run.get()
+    start = time.perf_counter()
+    try:
+        answer = answerer.answer(sample, config.generation)
+    except MoesaicError as exc:
+        raise type(exc)(f"model {run.spec.name!r}, dataset {dataset!r}, sample {sample.id!r}: {exc.message}",
+                        exc.hint) from exc
+    latency = time.perf_counter() - start
+    run.calls += 1
+    entry = CachedAnswer(model=run.spec.name, dataset=dataset, sample_id=sample.id, gen_hash=gen_hash,
+                         fingerprint=sample.fingerprint(), text=answer.text, prompt_tokens=answer.prompt_tokens,
+                         completion_tokens=answer.completion_tokens, latency_s=latency,
+                         peak_rss_bytes=peak_rss_bytes(), cuda_peak_bytes=cuda_peak_bytes())
+    cache.put(entry)
+    return entry
+
+
+def _record(config: EvalConfig, spec: EvalModel, dataset: str, sample: Sample, got: CachedAnswer,
+            cached: bool) -> SampleRecord:
+    scores, fields = score_sample(config, sample, got.text)
+    return SampleRecord(
+        model=spec.name, dataset=dataset, sample_id=sample.id, question=sample.question, answer=got.text,
+        references=list(sample.references), attributes=dict(sample.attributes), scores=scores,
+        field_scores=fields, primary=scores[primary_metric(config, sample.kind)], latency_s=got.latency_s,
+        prompt_tokens=got.prompt_tokens, completion_tokens=got.completion_tokens, cached=cached,
+    )
+
+
+def _dataset_scores(config: EvalConfig, name: str, samples: list[Sample], recs: list[SampleRecord]) -> DatasetScores:
+    kinds = {s.kind for s in samples}
+    label = "/".join(primary_metric(config, k) for k in sorted(kinds))
+    return DatasetScores(
+        dataset=name, samples=len(recs), primary_metric=label, primary=sum(r.primary for r in recs) / len(recs),
+        metrics=mean_scores([r.scores for r in recs]), field_accuracy=mean_scores([r.field_scores for r in recs]),
+    )
+
+
+def _summarise(spec: EvalModel, run: _ModelRun, entries: list[CachedAnswer], per_dataset: list[DatasetScores],
+               kind: str) -> ModelResult:
+    latencies = [e.latency_s for e in entries]
+    mean_latency = sum(latencies) / len(latencies)
+    tokens = sum(e.completion_tokens for e in entries)
+    rss = [e.peak_rss_bytes for e in entries if e.peak_rss_bytes is not None]
+    cuda = [e.cuda_peak_bytes for e in entries if e.cuda_peak_bytes is not None]
+    local = kind == "local"
+    return ModelResult(
+        name=spec.name, kind=kind, samples=len(entries), cache_hits=run.hits, model_calls=run.calls,
+        accuracy=sum(d.primary for d in per_dataset) / len(per_dataset),
+        latency_mean_s=mean_latency, latency_p50_s=percentile(latencies, 50), latency_p95_s=percentile(latencies, 95),
+        tokens_per_s=tokens / sum(latencies) if tokens and sum(latencies) > 0 else None,
+        peak_rss_mb=max(rss) / MB if rss and local else None,
+        cuda_peak_mb=max(cuda) / MB if cuda and local else None,
+        price_per_hour=spec.price_per_hour,
+        cost_per_1k=spec.price_per_hour * mean_latency * 1000 / 3600 if spec.price_per_hour is not None else None,
+        datasets=per_dataset,
+    )
+
+
+def _run_model(config: EvalConfig, run: _ModelRun, datasets: dict[str, list[Sample]],
+               cache: AnswerCache) -> tuple[ModelResult, list[SampleRecord]]:
+    spec = run.spec
+    reset_peak_memory()
+    entries: list[CachedAnswer] = []
+    records: list[SampleRecord] = []
+    per_dataset: list[DatasetScores] = []
+    try:
+        for name, samples in datasets.items():
+            recs = []
+            for sample in progress(samples, desc=f"{spec.name} / {name}", unit="sample"):
+                hits_before = run.hits
+                got = _ask(run, config, name, sample, cache)
+                entries.append(got)
+                recs.append(_record(config, spec, name, sample, got, cached=run.hits > hits_before))
+            per_dataset.append(_dataset_scores(config, name, samples, recs))
+            records += recs
+    finally:
+        if run.answerer is not None and run.provided is None:
+            run.answerer.close()
+    kind = "endpoint" if spec.is_endpoint else "local"
+    return _summarise(spec, run, entries, per_dataset, kind), records
+
+
+def evaluate(config: EvalConfig, *, answerers: Mapping[str, Answerer | Backend] | None = None) -> EvalResult:
+    """Compare models on cost, latency and accuracy; write results.{json,csv,md}, predictions and a plot.
+
+    ``answerers`` (library use) maps model names to already-loaded backends or answerers to use instead of
+    loading those models; they are not closed.
+    """
+    provided = {k: _as_answerer(v) for k, v in (answerers or {}).items()}
+    datasets = {d.name: load_samples(d, config.max_samples) for d in config.datasets}
+    check_metrics(config, datasets)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache = AnswerCache(out, enabled=config.use_cache)
+    results: list[ModelResult] = []
+    records: list[SampleRecord] = []
+    for spec in config.models:
+        run = _ModelRun(spec, provided.get(spec.name))
+        result, recs = _run_model(config, run, datasets, cache)
+        log.info("%s: accuracy %.3f, p50 %.3fs, %d cache hits", spec.name, result.accuracy,
+                 result.latency_p50_s, result.cache_hits)
+        results.append(result)
+        records += recs
+        del run
+        gc.collect()
+    files = {name: str(out / filename) for name, filename in REPORT_FILES.items()}
+    files["plot"] = str(out / PLOT_NAME)
+    files["config"] = str(config.save(out))
+    result = EvalResult(out=str(out), models=results, cache_hits=sum(m.cache_hits for m in results),
+                        pareto=pareto_front(results), files=files)
+    plot_pareto(result, out / PLOT_NAME)
+    write_reports(result, records, out)
+    return result
