@@ -1,0 +1,123 @@
+"""``create_app`` (the FastAPI app) and ``serve`` (the ``moesaic serve`` command).
+
+Started as plain ``moesaic serve`` it honours SageMaker's container contract: port 8080, ``GET /ping``,
+``POST /invocations`` (and binds every interface when SageMaker's environment variables are present).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from moesaic.backends.base import Backend, BackendOptions
+from moesaic.errors import MoesaicError, NotFoundError, OverloadedError, missing_extra
+from moesaic.serve.protocol import InternalError
+from moesaic.serve.settings import ServeConfig, sagemaker_host
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServeConfig | None = None, backend: Backend | None = None) -> "FastAPI":
+    """Build the app. ``backend`` defaults to ``load_backend(settings.model)``."""
+    try:
+        from fastapi import FastAPI
+    except ImportError:  # pragma: no cover
+        raise missing_extra("fastapi", "serve") from None
+    from moesaic.serve.metrics import ServeMetrics
+    from moesaic.serve.middleware import GuardMiddleware
+    from moesaic.serve.routes import openai_router, ops_router, sagemaker_router
+    from moesaic.serve.service import ChatService
+
+    settings = settings or ServeConfig()
+    if backend is None:
+        from moesaic.backends.registry import load_backend
+
+        options = BackendOptions(dtype=settings.dtype, device=settings.device, max_batch_size=settings.max_batch_size)
+        backend = load_backend(settings.model, options, backend=settings.backend)
+    metrics = ServeMetrics()
+    service = ChatService(backend, settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        log.info("serving %s", service.model_name)
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="moesaic", summary="OpenAI- and SageMaker-compatible VLM server", lifespan=lifespan)
+    app.state.service = service
+    app.include_router(openai_router)
+    app.include_router(sagemaker_router)
+    app.include_router(ops_router)
+    _install_error_handlers(app, metrics)
+    app.add_middleware(GuardMiddleware, api_key=settings.resolved_api_key(),
+                       max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    return app
+
+
+def _install_error_handlers(app: "FastAPI", metrics: object) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    from moesaic.errors import InputError
+
+    def render(exc: MoesaicError) -> JSONResponse:
+        metrics.observe_error(exc.code)  # type: ignore[attr-defined]
+        headers = {"Retry-After": "1"} if isinstance(exc, OverloadedError) else None
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+    async def on_moesaic(_: "Request", exc: Exception) -> JSONResponse:
+        return render(exc)  # type: ignore[arg-type]
+
+    async def on_validation(_: "Request", exc: Exception) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}  # type: ignore[attr-defined]
+        loc = ".".join(str(p) for p in first["loc"] if p != "body") or "(body)"
+        return render(InputError(f"invalid request: {loc}: {first['msg']}", f"fix the '{loc}' field", param=loc))
+
+    async def on_http(request: "Request", exc: Exception) -> JSONResponse:
+        code = getattr(exc, "status_code", 500)
+        if code == 404:
+            err: MoesaicError = NotFoundError(f"no route {request.url.path}",
+                                              "see /docs for the routes (e.g. POST /v1/chat/completions)")
+        elif code == 405:
+            err = InputError(f"{request.method} is not allowed on {request.url.path}", "check the HTTP method")
+            err.status, err.code = 405, "method_not_allowed"
+        else:
+            err = InputError(str(getattr(exc, "detail", "bad request")), "check the request")
+            err.status = code
+        return render(err)
+
+    async def on_crash(_: "Request", exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return render(InternalError("internal server error", "retry; if it keeps failing, read the server log"))
+
+    app.add_exception_handler(MoesaicError, on_moesaic)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve a model over an OpenAI- and SageMaker-compatible HTTP API (blocks until stopped)."""
+    if config.engine == "vllm":
+        from moesaic.serve.vllm import run_vllm
+
+        run_vllm(config)
+        return
+    try:
+        import uvicorn
+    except ImportError:  # pragma: no cover
+        raise missing_extra("uvicorn", "serve") from None
+    app = create_app(config)
+    uvicorn.run(app, host=sagemaker_host(config), port=config.port, log_level=config.log_level)

@@ -1,0 +1,122 @@
+"""ASGI middleware: API key, body size (by Content-Length and while reading) and request metrics.
+
+The body is read here, bounded, before any route sees it, so an oversized upload is refused with 413
+without buffering more than ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from moesaic.errors import AuthError, MoesaicError
+from moesaic.serve.metrics import ServeMetrics
+from moesaic.serve.protocol import PayloadTooLargeError
+
+__all__ = ["GuardMiddleware", "OPEN_PATHS", "KNOWN_ROUTES"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = ("/ping", "/health", "/", "/favicon.ico")  # no API key needed (the page holds no data)
+KNOWN_ROUTES = ("/v1/chat/completions", "/v1/models", "/invocations", "/ping", "/health", "/metrics", "/")
+
+
+async def send_error(send: Send, exc: MoesaicError, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps(exc.to_dict()).encode("utf-8")
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        route = path if path in KNOWN_ROUTES else "other"
+        started, status = time.perf_counter(), [500]
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            error = self._auth_error(scope, path)
+            if error is None:
+                body_or_error = await self._read_body(scope, receive)
+                error = body_or_error if isinstance(body_or_error, MoesaicError) else None
+            if error is not None:
+                self.metrics.observe_error(error.code)
+                headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthError) else None
+                await send_error(timed_send, error, headers)
+                return
+            await self.app(scope, _replay(body_or_error, receive), timed_send)  # type: ignore[arg-type]
+        finally:
+            self.metrics.observe_request(route, status[0], time.perf_counter() - started)
+
+    def _auth_error(self, scope: Scope, path: str) -> AuthError | None:
+        if self.api_key is None or path in OPEN_PATHS:
+            return None
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            return None
+        what = "no API key was given" if not given else "the API key is not valid"
+        return AuthError(what, "send the header 'Authorization: Bearer <key>' with the server's --api-key")
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | MoesaicError:
+        limit = self.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _too_large(int(declared), limit)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                return _too_large(total, limit, partial=True)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, partial: bool = False) -> PayloadTooLargeError:
+    what = f"more than {size}" if partial else f"{size}"
+    return PayloadTooLargeError(
+        f"the request body is {what} bytes; the limit is {limit}",
+        "send smaller or fewer images (or image URLs), or raise --max-body-bytes",
+    )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = [False]
+
+    async def replay() -> Message:
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the client to disconnect
+
+    return replay

@@ -1,0 +1,34 @@
+"""OpenAI-compatible routes: chat completions (plain and streamed) and the model list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from moesaic.serve.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from moesaic.serve.routes.common import parse_body, service_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+_REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, openapi_extra=_REQUEST_SCHEMA)
+async def chat_completions(request: Request) -> Response:
+    service = service_of(request)
+    req = await parse_body(request, ChatCompletionRequest)
+    if not req.stream:
+        result = await service.complete(req)
+        return JSONResponse(result.model_dump(mode="json"))
+    turns, params = await service.prepare_chat(req)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    events = service.open_stream(turns, params, include_usage)
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=[ModelCard(id=service_of(request).model_name)])

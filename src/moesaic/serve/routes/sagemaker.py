@@ -1,0 +1,37 @@
+"""SageMaker's container contract (``/ping``, ``/invocations``) and a JSON health check."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from moesaic.serve.protocol import InvocationResponse
+from moesaic.serve.routes.common import service_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/ping")
+async def ping(request: Request) -> Response:
+    """200 once the model is loaded and the worker runs, else 503."""
+    return Response(status_code=200 if service_of(request).ready else 503)
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    service = service_of(request)
+    body = {"status": "ok" if service.ready else "loading", "model": service.model_name,
+            "queue_depth": service.batcher.depth, "batches": service.batcher.batches}
+    return JSONResponse(body, status_code=200 if service.ready else 503)
+
+
+@router.post("/invocations", response_model=InvocationResponse)
+async def invocations(request: Request) -> JSONResponse:
+    """``{"question", "image"}`` (or ``images``), a chat-completions body, or raw ``image/*`` bytes
+    (the question then comes from ``?question=``)."""
+    service = service_of(request)
+    content_type = request.headers.get("content-type", "application/json").lower()
+    result = await service.invoke(await request.body(), content_type, request.query_params.get("question"))
+    return JSONResponse(result.model_dump(mode="json"))

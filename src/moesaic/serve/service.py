@@ -1,0 +1,235 @@
+"""The serving logic behind the thin routes: limits, image decoding, batching, responses.
+
+Prompt tokens are *approximated* before anything is decoded as ``ceil(UTF-8 bytes / 4)`` summed over the
+text parts (images are bounded separately by count and pixels); the usage numbers in responses are the
+backend's own counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
+from moesaic.errors import InputError, MoesaicError
+from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs, resolve_messages
+from moesaic.serve.batching import Batcher
+from moesaic.serve.metrics import ServeMetrics
+from moesaic.serve.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    InternalError,
+    InvocationResponse,
+    MoesaicExtra,
+    ResponseMessage,
+    Usage,
+    completion_id,
+)
+from moesaic.serve.settings import ServeConfig
+
+__all__ = ["ChatService", "approx_tokens", "validation_error"]
+
+log = logging.getLogger(__name__)
+_GENERATION_KEYS = ("max_tokens", "temperature", "top_p", "seed", "stop")
+
+
+def approx_tokens(messages: list[ChatMessage]) -> int:
+    """Documented approximation of prompt tokens: ceil(UTF-8 bytes / 4) over all text parts."""
+    return sum(math.ceil(len(m.text().encode("utf-8")) / 4) for m in messages)
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
+    """A pydantic error as a 400 that names the field."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p not in ("body",)) or "(body)"
+    loc = f"{prefix}{loc}" if prefix else loc
+    msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return InputError(f"invalid request: {loc}: {msg}{more}", f"fix the '{loc}' field of the request", param=loc)
+
+
+class ChatService:
+    """Owns the backend, the batcher, the image policy and the metrics of one app."""
+
+    def __init__(self, backend: Backend, settings: ServeConfig, metrics: ServeMetrics) -> None:
+        from moesaic.inputs.policy import ImagePolicy
+
+        self.backend = backend
+        self.settings = settings
+        self.metrics = metrics
+        self.model_name = settings.model_name
+        self.policy = ImagePolicy.for_server(  # never local files: requests come from strangers
+            allow_private_hosts=list(settings.allow_host),
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            timeout_s=settings.image_timeout_s,
+        )
+        self.batcher = Batcher(
+            backend,
+            max_batch_size=settings.max_batch_size,
+            wait_s=settings.batch_wait_ms / 1000.0,
+            queue_size=settings.queue_size,
+            on_batch=metrics.observe_batch,
+            on_depth=metrics.set_depth,
+        )
+        self.ready = False
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+        self.backend.close()
+
+    # ----- preparation: limits first, then decoding off the event loop -----
+    def params_for(self, max_tokens: int | None, temperature: float, top_p: float,
+                   seed: int | None, stop: list[str] | None) -> GenerationParams:
+        limit = self.settings.max_tokens_limit
+        if max_tokens is not None and not 1 <= max_tokens <= limit:
+            raise InputError(f"max_tokens must be between 1 and {limit}, got {max_tokens}",
+                             f"ask for at most {limit} tokens", param="max_tokens")
+        if stop is not None and len(stop) > 4:
+            raise InputError(f"at most 4 stop strings are accepted, got {len(stop)}", "send fewer", param="stop")
+        return GenerationParams(max_new_tokens=max_tokens or self.settings.default_max_tokens,
+                                temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop or ()))
+
+    def max_images(self) -> int:
+        cap = self.backend.max_images
+        return self.settings.max_images if cap is None else min(cap, self.settings.max_images)
+
+    async def decode(self, messages: list[ChatMessage]) -> list[Turn]:
+        n_tokens = approx_tokens(messages)
+        if n_tokens > self.settings.max_prompt_tokens:
+            raise InputError(
+                f"the prompt is too long: about {n_tokens} tokens, the limit is {self.settings.max_prompt_tokens}",
+                "shorten the messages (tokens are estimated as UTF-8 bytes / 4)", param="messages")
+        n_images = len(image_refs(messages))
+        if n_images and not self.backend.supports_images:
+            raise InputError(f"model {self.model_name!r} does not accept images", "send text only", param="messages")
+        return await anyio.to_thread.run_sync(
+            lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
+
+    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[Turn], GenerationParams]:
+        if req.model != self.model_name:
+            from moesaic.errors import NotFoundError
+
+            raise NotFoundError(f"model {req.model!r} is not served here",
+                                f"use model {self.model_name!r} (see GET /v1/models)", param="model")
+        params = self.params_for(req.requested_max_tokens(), req.temperature, req.top_p, req.seed, req.stop)
+        return await self.decode(req.messages), params
+
+    # ----- answering -----
+    async def answer(self, turns: list[Turn], params: GenerationParams) -> Answer:
+        try:
+            answer = await self.batcher.submit(turns, params, self.settings.request_timeout_s)
+        except MoesaicError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from None
+        self.metrics.observe_tokens(answer.prompt_tokens, answer.completion_tokens)
+        return answer
+
+    async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
+        turns, params = await self.prepare_chat(req)
+        answer = await self.answer(turns, params)
+        return ChatCompletion(
+            model=self.model_name,
+            choices=[Choice(message=ResponseMessage(content=answer.text), finish_reason=answer.finish_reason)],
+            usage=_usage(answer),
+            moesaic=MoesaicExtra(experts=answer.experts),
+        )
+
+    def open_stream(self, turns: list[Turn], params: GenerationParams, include_usage: bool) -> AsyncIterator[str]:
+        """Queue the stream now (a full queue is a 503 before any byte is sent); iterate for SSE lines."""
+        chunks = self.batcher.stream(turns, params, self.settings.request_timeout_s)
+        return self._sse(chunks, include_usage)
+
+    async def _sse(self, chunks: AsyncIterator[StreamChunk], include_usage: bool) -> AsyncIterator[str]:
+        """``chat.completion.chunk`` events, the last with moesaic's experts, then ``data: [DONE]``."""
+        cid, created = completion_id(), int(time.time())
+
+        def event(delta: Delta, finish: str | None = None, **extra: Any) -> str:
+            choices = [] if extra.get("usage") is not None else [ChunkChoice(delta=delta, finish_reason=finish)]
+            body = ChatCompletionChunk(id=cid, created=created, model=self.model_name, choices=choices, **extra)
+            return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+        yield event(Delta(role="assistant", content=""))
+        try:
+            async for piece in chunks:
+                if piece.answer is not None:
+                    answer = piece.answer
+                    self.metrics.observe_tokens(answer.prompt_tokens, answer.completion_tokens)
+                    yield event(Delta(), answer.finish_reason, moesaic=MoesaicExtra(experts=answer.experts))
+                    if include_usage:
+                        yield event(Delta(), usage=_usage(answer))
+                elif piece.text:
+                    yield event(Delta(content=piece.text))
+        except Exception as exc:
+            err = exc if isinstance(exc, MoesaicError) else _internal(exc)
+            self.metrics.observe_error(err.code)
+            yield f"data: {json.dumps(err.to_dict())}\n\n"
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        yield "data: [DONE]\n\n"
+
+    async def invoke(self, body: bytes, content_type: str, question: str | None) -> InvocationResponse:
+        """SageMaker ``/invocations``: ``{"question","image"}``, a chat body, or raw image bytes."""
+        if content_type.startswith("image/"):
+            ref = base64.b64encode(body).decode("ascii")
+            data: dict[str, Any] = {"question": question or "What is in this image?", "image": ref}
+        else:
+            data = _json_object(body)
+        if "messages" in data:
+            data.setdefault("model", self.model_name)
+            try:
+                req = ChatCompletionRequest.model_validate(data)
+            except ValidationError as exc:
+                raise validation_error(exc) from None
+            turns, params = await self.prepare_chat(req)
+        else:
+            gen = {k: data.pop(k) for k in _GENERATION_KEYS if k in data}
+            try:
+                plain = QuestionRequest.model_validate(data)
+                chat = ChatCompletionRequest.model_validate({"model": self.model_name, "messages": [], **gen} |
+                                                            {"messages": plain.to_messages()})
+            except ValidationError as exc:
+                raise validation_error(exc) from None
+            params = self.params_for(chat.requested_max_tokens(), chat.temperature, chat.top_p, chat.seed, chat.stop)
+            turns = await self.decode(chat.messages)
+        answer = await self.answer(turns, params)
+        return InvocationResponse(answer=answer.text, model=self.model_name, experts=answer.experts,
+                                  usage=_usage(answer), finish_reason=answer.finish_reason)
+
+
+def _usage(answer: Answer) -> Usage:
+    return Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                 total_tokens=answer.prompt_tokens + answer.completion_tokens)
+
+
+def _internal(exc: Exception) -> InternalError:
+    log.error("backend failed: %s", exc, exc_info=exc)
+    return InternalError("the model failed to answer this request", "retry; if it keeps failing, read the server log")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"the body is not valid JSON: {exc}", 'send {"question": ..., "image": ...}') from None
+    if not isinstance(data, dict):
+        raise InputError("the body must be a JSON object", 'send {"question": ..., "image": ...}')
+    return data
