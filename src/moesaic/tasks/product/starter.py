@@ -1,0 +1,85 @@
+"""Stage 1 on the starter experts: ImageNet tags → category and item type, colour names of the product's
+own pixels (the backdrop is separated by its border colour), OCR → visible text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from moesaic.tasks.product.schema import ProductAttributes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = ["IMAGENET_PRODUCTS", "attributes_from_experts", "product_colours", "foreground_pixels"]
+
+# tagger label (first ImageNet synonym, as moesaic.experts.tagger names it) -> (category, item type)
+IMAGENET_PRODUCTS: dict[str, tuple[str, str]] = {
+    "jersey": ("top", "t-shirt"), "sweatshirt": ("top", "sweatshirt"), "cardigan": ("top", "cardigan"),
+    "brassiere": ("top", "bra"), "maillot": ("top", "swimsuit"), "vestment": ("top", "tunic"),
+    "blue jean": ("bottom", "jeans"), "miniskirt": ("bottom", "skirt"), "overskirt": ("bottom", "skirt"),
+    "hoopskirt": ("bottom", "skirt"), "sarong": ("bottom", "sarong"), "swimming trunks": ("bottom", "swim shorts"),
+    "gown": ("dress", "gown"), "abaya": ("dress", "abaya"), "kimono": ("dress", "kimono"),
+    "academic gown": ("dress", "gown"), "pajama": ("dress", "pyjamas"),
+    "trench coat": ("outerwear", "trench coat"), "fur coat": ("outerwear", "fur coat"),
+    "lab coat": ("outerwear", "coat"), "poncho": ("outerwear", "poncho"), "cloak": ("outerwear", "cloak"),
+    "suit of clothes": ("outerwear", "suit"), "bulletproof vest": ("outerwear", "vest"),
+    "running shoe": ("footwear", "sneaker"), "Loafer": ("footwear", "loafer"), "sandal": ("footwear", "sandal"),
+    "clog": ("footwear", "clog"), "cowboy boot": ("footwear", "boot"), "sock": ("footwear", "sock"),
+    "backpack": ("bag", "backpack"), "purse": ("bag", "purse"), "mailbag": ("bag", "messenger bag"),
+    "wallet": ("bag", "wallet"), "plastic bag": ("bag", "plastic bag"), "shopping basket": ("bag", "basket"),
+    "sunglasses": ("accessory", "sunglasses"), "sunglass": ("accessory", "sunglasses"),
+    "bow tie": ("accessory", "bow tie"), "Windsor tie": ("accessory", "tie"), "bolo tie": ("accessory", "tie"),
+    "stole": ("accessory", "scarf"), "mitten": ("accessory", "mittens"), "cowboy hat": ("accessory", "hat"),
+    "sombrero": ("accessory", "hat"), "poke bonnet": ("accessory", "bonnet"), "digital watch": ("accessory", "watch"),
+    "apron": ("accessory", "apron"), "umbrella": ("accessory", "umbrella"),
+}
+MIN_TAG_SCORE = 0.05
+BACKDROP_DISTANCE = 40.0  # RGB distance from the border colour that counts as product
+
+
+def foreground_pixels(image: "Image.Image") -> np.ndarray | None:
+    """Pixels that differ from the border (backdrop) colour, shape (n, 3); None when no clear backdrop."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (h, w, 3)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])  # (2w + 2h, 3)
+    backdrop = np.median(border, axis=0)  # (3,)
+    if np.mean(np.linalg.norm(border - backdrop, axis=1) < BACKDROP_DISTANCE) < 0.8:
+        return None  # the border is busy: a scene, not a product on a backdrop
+    dist = np.linalg.norm(arr - backdrop, axis=2)  # (h, w)
+    fg = arr[dist > BACKDROP_DISTANCE]  # (n, 3)
+    if len(fg) < 0.02 * dist.size:
+        return None
+    return fg.astype(np.uint8)
+
+
+def product_colours(image: "Image.Image", k: int = 2) -> list[str]:
+    """Colour names of the product, largest area first (the backdrop left out when one is found)."""
+    from PIL import Image
+
+    from moesaic.experts.colors import dominant_colors
+
+    fg = foreground_pixels(image)
+    target = image if fg is None else Image.fromarray(fg.reshape(1, -1, 3), "RGB")
+    named = dominant_colors(target, k=k)
+    return [c.name for c in named if c.share >= 0.15] or [named[0].name]
+
+
+def attributes_from_experts(image: "Image.Image", *, ocr: bool = True) -> ProductAttributes:
+    """Stage 1 without a VLM: tagger + colours (+ OCR)."""
+    from moesaic.experts.tagger import Tagger
+
+    tags = Tagger.shared().tag(image, top_k=5)
+    category, item_type = "other", tags[0].label.lower()
+    for t in tags:
+        if t.score >= MIN_TAG_SCORE and t.label in IMAGENET_PRODUCTS:
+            category, item_type = IMAGENET_PRODUCTS[t.label]
+            break
+    text = None
+    if ocr:
+        from moesaic.experts.ocr import OCR
+
+        lines = [line.text.strip() for line in OCR.shared().read(image) if line.score >= 0.6 and line.text.strip()]
+        text = " ".join(lines)[:120] or None
+    return ProductAttributes(category=category, item_type=item_type, colours=product_colours(image),  # type: ignore[arg-type]
+                             visible_text=text, source="experts")
