@@ -104,7 +104,7 @@ class ChatService:
                              f"ask for at most {limit} tokens", param="max_tokens")
         if stop is not None and len(stop) > 4:
             raise InputError(f"at most 4 stop strings are accepted, got {len(stop)}", "send fewer", param="stop")
-        return GenerationParams(max_new_tokens=max_tokens or self.settings.default_max_tokens,
+        return GenerationParams(max_new_tokens=max_tokens or self.settings.effective_default_max_tokens,
                                 temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop or ()))
 
     def max_images(self) -> int:

@@ -10,7 +10,7 @@ import os
 import shlex
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from moesaic.config import CommandConfig
 
@@ -42,7 +42,7 @@ class ServeConfig(CommandConfig):
         4096, ge=1, description="prompt text limit, approximated as ceil(UTF-8 bytes / 4) per request"
     )
     max_tokens_limit: int = Field(2048, ge=1, description="largest max_tokens a request may ask for")
-    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none (capped by max_tokens_limit)")
     max_batch_size: int = Field(8, ge=1, description="requests per batched generate call")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
     queue_size: int = Field(64, ge=1, description="waiting requests before 503")
@@ -62,13 +62,9 @@ class ServeConfig(CommandConfig):
     def _args_from_flag(cls, value: object) -> object:
         return shlex.split(value) if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _defaults_fit(self) -> "ServeConfig":
-        if self.default_max_tokens > self.max_tokens_limit:
-            raise ValueError(
-                f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit ({self.max_tokens_limit})"
-            )
-        return self
+    @property
+    def effective_default_max_tokens(self) -> int:
+        return min(self.default_max_tokens, self.max_tokens_limit)
 
     @property
     def model_name(self) -> str:
