@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "route-report": ("moesaic.moe.report:route_report", "which experts each domain's tokens go to"),
     "finetune": ("moesaic.finetune.train:finetune", "LoRA or full fine-tuning of a VLM"),
     "export-adapter": ("moesaic.finetune.export:export_adapter", "merge a LoRA adapter into full weights"),
+    "eval": ("moesaic.eval.run:evaluate", "compare models on accuracy, latency, memory and cost"),
     "eval-attributes": ("moesaic.finetune.attributes:eval_attributes", "per-field accuracy of attribute JSON"),
 }
 
