@@ -104,7 +104,8 @@ class EndpointAnswerer(Answerer):
         except ImportError:  # pragma: no cover - openai is in the eval extra
             raise missing_extra("openai", "eval") from None
         self._openai = openai
-        api_key = spec.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        secret = spec.api_key.get_secret_value() if spec.api_key is not None else None
+        api_key = secret or os.environ.get("OPENAI_API_KEY") or "none"
         self.client = openai.OpenAI(base_url=spec.endpoint, api_key=api_key, timeout=spec.timeout_s,
                                     max_retries=1)
         self.model = spec.endpoint_model or spec.name

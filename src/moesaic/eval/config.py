@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from moesaic.backends.base import GenerationParams
 from moesaic.config import CommandConfig, FrozenModel, load_yaml
@@ -28,7 +28,9 @@ class EvalModel(FrozenModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API, e.g. http://host:8080/v1")
-    api_key: str | None = Field(None, description="API key for the endpoint (default: $OPENAI_API_KEY or 'none')")
+    api_key: SecretStr | None = Field(
+        None, exclude=True, description="API key for the endpoint (default: $OPENAI_API_KEY); never written out"
+    )
     endpoint_model: str | None = Field(None, description="model name sent to the endpoint (default: name)")
     price_per_hour: float | None = Field(None, ge=0, description="hardware price, currency per hour")
     timeout_s: float = Field(120.0, gt=0, description="endpoint request timeout")

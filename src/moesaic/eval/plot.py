@@ -46,13 +46,15 @@ def plot_pareto(result: EvalResult, path: Path) -> Path:
     front = sorted((x, y) for x, y, f in zip(xs, ys, on_front, strict=True) if f)
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:orange",
-                linestyle="--", linewidth=1.2, label="Pareto front")
+                linestyle="--", linewidth=1.2, marker="D", markersize=4, label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("latency p50 per sample (ms)")
     ax.set_ylabel("accuracy (mean primary metric)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("moesaic eval: accuracy vs latency (bubble area ∝ peak memory)")
     ax.grid(True, alpha=0.3)
+    ax.margins(x=0.25)
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())

@@ -65,11 +65,11 @@ def _csv_text(result: EvalResult) -> str:
 
 def markdown_table(result: EvalResult) -> str:
     """The headline table (one row per model, Pareto-front models starred) and per-dataset metrics."""
-    head = ["model", "accuracy", "p50 s", "p95 s", "tok/s", "peak MB", "cost/1k", "cache hits"]
+    head = ["model", "accuracy", "p50 ms", "p95 ms", "tok/s", "peak MB", "cost/1k", "cache hits"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result.models:
         star = " *" if m.name in result.pareto else ""
-        cells = [f"{m.name}{star}", fmt(m.accuracy), fmt(m.latency_p50_s), fmt(m.latency_p95_s),
+        cells = [f"{m.name}{star}", fmt(m.accuracy), fmt(m.latency_p50_s * 1000, 1), fmt(m.latency_p95_s * 1000, 1),
                  fmt(m.tokens_per_s, 1), fmt(m.memory_mb, 1), fmt(m.cost_per_1k, 4), str(m.cache_hits)]
         lines.append("| " + " | ".join(cells) + " |")
     cols = _metric_columns(result.models)
