@@ -119,6 +119,9 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/slow/"):  # answers after a pause: image fetches must not block the server
+            time.sleep(1.0)
+            self.path = self.path[len("/slow"):]
         body = self.files.get(self.path)
         if body is None:
             self.send_response(404)
@@ -136,7 +139,7 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def image_server() -> Iterator[str]:
-    """A loopback HTTP server serving /red.png, /green.png, /blue.png; yields its base URL."""
+    """A loopback HTTP server serving /red.png, /green.png, /blue.png (and /slow/… after 1 s); yields its URL."""
     handler = type("Handler", (_ImageHandler,), {"files": {f"/{n}.png": png_bytes(c) for n, c in COLORS.items()}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import time
 
 import httpx
 import openai
@@ -91,6 +92,18 @@ def test_stream_ends_with_done_over_raw_sse(server):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         lines = [ln for ln in r.iter_lines() if ln]
     assert lines[-1] == "data: [DONE]" and all(ln.startswith("data: ") for ln in lines)
+
+
+def test_image_fetch_does_not_block_the_event_loop(server, image_server):
+    url, _ = server
+    body = {"model": "colors", "messages": user(img(f"{image_server}/slow/red.png"), text("slow"))}
+    with cf.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(chat, url, body)
+        time.sleep(0.2)  # the slow fetch is under way
+        started = time.perf_counter()
+        assert httpx.get(f"{url}/ping").status_code == 200
+        assert time.perf_counter() - started < 0.5
+        assert pending.result().json()["choices"][0]["message"]["content"] == "red about slow"
 
 
 def test_generation_params_stop_and_max_tokens(server):

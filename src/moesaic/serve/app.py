@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
+    from moesaic.serve.metrics import ServeMetrics
+
 __all__ = ["create_app", "serve"]
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
     return app
 
 
-def _install_error_handlers(app: "FastAPI", metrics: object) -> None:
+def _install_error_handlers(app: "FastAPI", metrics: "ServeMetrics") -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
@@ -73,7 +75,7 @@ def _install_error_handlers(app: "FastAPI", metrics: object) -> None:
     from moesaic.errors import InputError
 
     def render(exc: MoesaicError) -> JSONResponse:
-        metrics.observe_error(exc.code)  # type: ignore[attr-defined]
+        metrics.observe_error(exc.code)
         headers = {"Retry-After": "1"} if isinstance(exc, OverloadedError) else None
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
