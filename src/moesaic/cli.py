@@ -31,6 +31,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-adapter": ("moesaic.finetune.export:export_adapter", "merge a LoRA adapter into full weights"),
     "eval": ("moesaic.eval.run:evaluate", "compare models on accuracy, latency, memory and cost"),
     "eval-attributes": ("moesaic.finetune.attributes:eval_attributes", "per-field accuracy of attribute JSON"),
+    "caption": ("moesaic.tasks.caption:caption", "describe an image (--detail brief|detailed)"),
+    "tag": ("moesaic.tasks.tag:tag", "tags with scores for an image (--top-k, --threshold)"),
+    "vqa": ("moesaic.tasks.vqa:vqa", "answer a question about an image"),
+    "describe-product": ("moesaic.tasks.product.command:describe_product", "product attributes (JSON) and a grounded description"),
+    "index": ("moesaic.tasks.search.commands:index", "index a folder, CSV or JSONL of images for text search"),
+    "search": ("moesaic.tasks.search.commands:search", "find indexed images by text (--where colour=red)"),
+    "fewshot": ("moesaic.tasks.fewshot:fewshot", "answer with worked examples (images + answers) in the prompt"),
+    "video": ("moesaic.tasks.video:video", "answer a question about a video, clip by clip, with timestamps"),
+    "batch": ("moesaic.tasks.batch:batch", "run a task over a folder, CSV or JSONL of images (resumable)"),
 }
 
 

@@ -12,7 +12,7 @@ from moesaic.tasks.product.schema import ProductAttributes
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["IMAGENET_PRODUCTS", "attributes_from_experts", "product_colours", "foreground_pixels"]
+__all__ = ["IMAGENET_PRODUCTS", "attributes_from_experts", "product_colours", "product_type", "foreground_pixels"]
 
 # tagger label (first ImageNet synonym, as moesaic.experts.tagger names it) -> (category, item type)
 IMAGENET_PRODUCTS: dict[str, tuple[str, str]] = {
@@ -65,16 +65,23 @@ def product_colours(image: "Image.Image", k: int = 2) -> list[str]:
     return [c.name for c in named if c.share >= 0.15] or [named[0].name]
 
 
-def attributes_from_experts(image: "Image.Image", *, ocr: bool = True) -> ProductAttributes:
-    """Stage 1 without a VLM: tagger + colours (+ OCR)."""
-    from moesaic.experts.tagger import Tagger
+def product_type(tags: list[tuple[str, float]]) -> tuple[str, str]:
+    """(category, item type) from tagger labels, best first; ("other", top label) when none is a product."""
+    for label, score in tags:
+        if score >= MIN_TAG_SCORE and label in IMAGENET_PRODUCTS:
+            return IMAGENET_PRODUCTS[label]
+    return "other", tags[0][0].lower() if tags else "object"
 
-    tags = Tagger.shared().tag(image, top_k=5)
-    category, item_type = "other", tags[0].label.lower()
-    for t in tags:
-        if t.score >= MIN_TAG_SCORE and t.label in IMAGENET_PRODUCTS:
-            category, item_type = IMAGENET_PRODUCTS[t.label]
-            break
+
+def attributes_from_experts(
+    image: "Image.Image", *, ocr: bool = True, tags: list[tuple[str, float]] | None = None
+) -> ProductAttributes:
+    """Stage 1 without a VLM: tagger + colours (+ OCR). ``tags`` skips the tagger when already known."""
+    if tags is None:
+        from moesaic.experts.tagger import Tagger
+
+        tags = [(t.label, float(t.score)) for t in Tagger.shared().tag(image, top_k=5)]
+    category, item_type = product_type(tags)
     text = None
     if ocr:
         from moesaic.experts.ocr import OCR

@@ -1,0 +1,167 @@
+"""The image index: one SQLite file with the sqlite-vec extension.
+
+Why sqlite-vec: the index is a single file next to the user's images — no server to run, nothing to
+deploy, copyable and inspectable with any SQLite tool; writes are transactions, so an interrupted
+``moesaic index`` leaves the previous state intact; metadata filters are plain SQL over an attributes
+table; and ``vec_distance_cosine`` ranks exactly (brute force), which is fast enough for the tens of
+thousands of images a local catalogue holds. Python's bundled ``sqlite3`` may be built without extension
+loading, so ``pysqlite3`` (its own recent SQLite) is used when present.
+
+Tables: ``meta(key, value)`` (embedder, dim, moesaic version), ``items(id, ref, mtime_ns, size, sha256,
+caption, vector, extra)``, ``attrs(item_id, key, value)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moesaic.errors import ConfigError, InputError, NotFoundError, missing_extra
+
+__all__ = ["VectorStore", "Hit", "Fingerprint", "parse_where"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+  id INTEGER PRIMARY KEY, ref TEXT UNIQUE NOT NULL, mtime_ns INTEGER, size INTEGER, sha256 TEXT,
+  caption TEXT NOT NULL, vector BLOB NOT NULL, extra TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS attrs (item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+  key TEXT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS attrs_kv ON attrs(key, value);
+"""
+KEY_ALIASES = {"color": "colour", "colors": "colour", "colours": "colour", "tags": "tag"}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    mtime_ns: int | None
+    size: int | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Hit:
+    ref: str
+    score: float  # cosine similarity
+    caption: str
+    attrs: dict[str, list[str]]
+    extra: dict[str, str]
+
+
+def _connect(path: Path) -> Any:
+    try:
+        import pysqlite3 as sqlite  # type: ignore[import-not-found]
+    except ImportError:
+        import sqlite3 as sqlite
+    try:
+        import sqlite_vec
+    except ImportError:
+        raise missing_extra("sqlite-vec", "tasks") from None
+    db = sqlite.connect(str(path), timeout=30)
+    if not hasattr(db, "enable_load_extension"):
+        raise missing_extra("pysqlite3-binary (this Python's sqlite3 cannot load extensions)", "tasks")
+    db.enable_load_extension(True)
+    sqlite_vec.load(db)
+    db.enable_load_extension(False)
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def parse_where(filters: list[str]) -> list[tuple[str, str]]:
+    """["colour=red", "type=t-shirt"] → [("colour", "red"), ("type", "t-shirt")] (keys normalised)."""
+    out = []
+    for item in filters:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise InputError(f"filter {item!r} is not key=value", "write e.g. --where colour=red", param="where")
+        key = key.strip().lower()
+        out.append((KEY_ALIASES.get(key, key), value.strip().lower()))
+    return out
+
+
+class VectorStore:
+    """An image index in one SQLite file. Use as a context manager; writes go through :meth:`transaction`."""
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise NotFoundError(f"no index at {self.path}", "build one first: moesaic index FOLDER --db " + str(path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(self.path)
+        self.db.executescript(SCHEMA)
+
+    def __enter__(self) -> "VectorStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def bind(self, embedder: str, dim: int) -> None:
+        """Record the embedder on first use; refuse to mix embedders in one index."""
+        meta = self.meta()
+        if meta and (meta.get("embedder") != embedder or int(meta.get("dim", -1)) != dim):
+            raise ConfigError(
+                f"{self.path} was built with embedder {meta.get('embedder')} ({meta.get('dim')}-d), not {embedder} ({dim}-d)",
+                "use the same --embedder, or a new --db file",
+                param="embedder",
+            )
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("embedder", embedder), ("dim", str(dim))])
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def fingerprint(self, ref: str) -> Fingerprint | None:
+        row = self.db.execute("SELECT mtime_ns, size, sha256 FROM items WHERE ref = ?", (ref,)).fetchone()
+        return Fingerprint(*row) if row else None
+
+    def touch(self, ref: str, fp: Fingerprint) -> None:
+        self.db.execute("UPDATE items SET mtime_ns = ?, size = ? WHERE ref = ?", (fp.mtime_ns, fp.size, ref))
+
+    def upsert(self, ref: str, fp: Fingerprint, caption: str, vector: np.ndarray,
+               attrs: dict[str, list[str]], extra: dict[str, str]) -> None:
+        """Insert or replace one image (call inside ``with store.db:`` to batch into a transaction)."""
+        import sqlite_vec
+
+        blob = sqlite_vec.serialize_float32(np.asarray(vector, dtype=np.float32).tolist())
+        self.db.execute("DELETE FROM items WHERE ref = ?", (ref,))
+        cur = self.db.execute(
+            "INSERT INTO items (ref, mtime_ns, size, sha256, caption, vector, extra) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ref, fp.mtime_ns, fp.size, fp.sha256, caption, blob, json.dumps(extra)),
+        )
+        rows = [(cur.lastrowid, key, v.lower()) for key, values in attrs.items() for v in values]
+        rows += [(cur.lastrowid, key.lower(), v.lower()) for key, v in extra.items()]
+        self.db.executemany("INSERT INTO attrs VALUES (?, ?, ?)", rows)
+
+    def remove_missing(self, keep: set[str]) -> int:
+        gone = [r for (r,) in self.db.execute("SELECT ref FROM items").fetchall() if r not in keep]
+        self.db.executemany("DELETE FROM items WHERE ref = ?", [(r,) for r in gone])
+        return len(gone)
+
+    def query(self, vector: np.ndarray, k: int, where: list[tuple[str, str]] = ()) -> list[Hit]:  # type: ignore[assignment]
+        """The ``k`` nearest images by cosine similarity among those matching every filter."""
+        import sqlite_vec
+
+        if self.count() == 0:
+            raise NotFoundError(f"the index {self.path} is empty", "add images with: moesaic index FOLDER --db " + str(self.path))
+        sql = "SELECT id, ref, caption, extra, vec_distance_cosine(vector, ?) AS d FROM items"
+        clauses = ["EXISTS (SELECT 1 FROM attrs a WHERE a.item_id = items.id AND a.key = ? AND a.value = ?)"] * len(where)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY d LIMIT ?"
+        params: list[Any] = [sqlite_vec.serialize_float32(np.asarray(vector, dtype=np.float32).tolist())]
+        params += [x for pair in where for x in pair] + [k]
+        hits = []
+        for item_id, ref, caption, extra, dist in self.db.execute(sql, params).fetchall():
+            attrs: dict[str, list[str]] = {}
+            for key, value in self.db.execute("SELECT key, value FROM attrs WHERE item_id = ?", (item_id,)):
+                attrs.setdefault(key, []).append(value)
+            hits.append(Hit(ref, round(1.0 - float(dist), 6), caption, attrs, json.loads(extra)))
+        return hits
