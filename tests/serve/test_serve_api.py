@@ -13,7 +13,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import ColorBackend, data_url, png_bytes, running
+from serve_helpers import ColorBackend, data_url, png_bytes, running
 
 from moesaic.serve.app import create_app
 from moesaic.serve.settings import ServeConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import ColorBackend, png_bytes, running
+from serve_helpers import ColorBackend, png_bytes, running
 
 from moesaic.serve.app import create_app
 from moesaic.serve.settings import ServeConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ColorBackend, png_bytes, running
+from serve_helpers import ColorBackend, png_bytes, running
 
 from moesaic.errors import ImageError
 from moesaic.serve.app import create_app

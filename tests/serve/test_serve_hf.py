@@ -8,7 +8,7 @@ import concurrent.futures as cf
 import httpx
 import openai
 import pytest
-from conftest import data_url, png_bytes, running
+from serve_helpers import data_url, png_bytes, running
 
 from moesaic.backends.base import GenerationParams
 from moesaic.inputs.messages import ChatMessage, resolve_messages
