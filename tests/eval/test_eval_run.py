@@ -165,3 +165,19 @@ def test_errors_name_the_problem(tmp_path: Path, known_backends, qa_dataset, att
     cfg.write_text(yaml.safe_dump(data))
     assert main(["eval", str(cfg)]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_cache_follows_image_content_and_question(tmp_path: Path, known_backends, qa_dataset, attr_dataset,
+                                                  images: dict[str, Path]) -> None:
+    data = _config(tmp_path, qa_dataset, attr_dataset, datasets=[{"name": "qa", "path": str(qa_dataset)}])
+    data["models"] = data["models"][:1]  # type: ignore[index]
+    assert evaluate(EvalConfig.validated(data)).models[0].datasets[0].metrics["exact_match"] == pytest.approx(1 / 3)
+    blue = images["blue"].read_bytes()
+    images["red"].write_bytes(blue)  # same path, other picture: asked again, now answered "blue"
+    again = evaluate(EvalConfig.validated(data))
+    assert again.cache_hits == 2 and known_backends.instances[-1].calls == 1
+    assert again.models[0].datasets[0].metrics["exact_match"] == 0.0  # r: "blue" ≠ "red"
+    rows = [json.loads(line) for line in qa_dataset.read_text().splitlines()]
+    rows[2]["question"] = "Which colour?"
+    qa_dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert evaluate(EvalConfig.validated(data)).cache_hits == 2  # g's question changed

@@ -68,7 +68,9 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, model: str, dataset: str, sample_id: str, gen_hash: str, fingerprint: str = "") -> CachedAnswer | None:
+    def get(
+        self, model: str, dataset: str, sample_id: str, gen_hash: str, fingerprint: str = ""
+    ) -> CachedAnswer | None:
         """The cached answer, if this model answered this exact sample with these generation params."""
         return self._entries.get((model, dataset, sample_id, gen_hash, fingerprint)) if self.enabled else None
 

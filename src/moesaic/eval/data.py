@@ -32,14 +32,17 @@ class Sample:
     question: str
     references: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
+    image_digest: str = ""  # content hash of a local image file ("" for URLs and inline data)
 
     @property
     def kind(self) -> str:
         return "attributes" if self.attributes else "qa"
 
     def fingerprint(self) -> str:
-        """Hash of what the model is asked (image reference + question): part of the cache key."""
-        return hashlib.sha256(f"{self.image}\n{self.question}".encode()).hexdigest()[:16]
+        """Hash of what the model is asked (the image's bytes, or its reference, + the question): part of the
+        cache key, so an edited question or a replaced image file is asked again, a moved dataset is not."""
+        image = self.image_digest or self.image
+        return hashlib.sha256(f"{image}\n{self.question}".encode()).hexdigest()[:16]
 
 
 def attribute_prompt(fields: list[str]) -> str:
@@ -64,19 +67,20 @@ def _parse_row(spec: EvalDataset, line_no: int, row: Any) -> Sample:
     image = row.get("image")
     if not isinstance(image, str) or not image:
         raise _row_error(path, line_no, "missing 'image'", "give an image path, URL, data URL or base64")
+    digest = ""
     if is_local_path_ref(image):
         resolved = (path.parent / image).resolve()
         if not resolved.is_file():
             raise _row_error(path, line_no, f"image {image!r} not found (looked at {resolved})",
                              "paths are relative to the JSONL file's folder")
-        image = str(resolved)
+        image, digest = str(resolved), hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]
     sample_id = str(row.get("id", line_no))
     attributes = row.get("attributes")
     if attributes is not None:
         if not isinstance(attributes, dict) or not attributes:
             raise _row_error(path, line_no, "'attributes' must be a non-empty object", 'write {"color": "red"}')
         question = row.get("question") or spec.prompt or attribute_prompt(list(attributes))
-        return Sample(sample_id, image, str(question), attributes=dict(attributes))
+        return Sample(sample_id, image, str(question), attributes=dict(attributes), image_digest=digest)
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         raise _row_error(path, line_no, "missing 'question'", "question rows need a non-empty 'question'")
@@ -86,7 +90,7 @@ def _parse_row(spec: EvalDataset, line_no: int, row: Any) -> Sample:
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
         raise _row_error(path, line_no, "missing 'reference' (a string) or 'references' (a list of strings)",
                          "give the expected answer(s), or 'attributes' for attribute rows")
-    return Sample(sample_id, image, question, references=tuple(refs))
+    return Sample(sample_id, image, question, references=tuple(refs), image_digest=digest)
 
 
 def load_samples(spec: EvalDataset, max_samples: int | None = None) -> list[Sample]:
