@@ -1,4 +1,20 @@
-"""``moesaic eval`` config: which models, on which datasets, scored how, written where."""
+"""``moesaic eval`` config: which models, on which datasets, scored how, written where.
+
+Example (``moesaic eval eval.yaml``; flags override keys, e.g. ``--max-samples 50``)::
+
+    models:
+      - {name: starter, model: starter, price_per_hour: 0.10}
+      - {name: moe, model: ./merged-moe, dtype: bfloat16, price_per_hour: 1.20}
+      - {name: remote, endpoint: "http://localhost:8080/v1", endpoint_model: moe, price_per_hour: 2.50}
+    datasets:
+      - {name: docvqa-mini, path: data/docvqa.jsonl}     # image + question + reference(s)
+      - {name: products, path: data/products.jsonl}      # image + attributes
+    metrics: [normalized_match, anls, token_f1, attribute_accuracy]
+    out: eval_out
+    generation: {max_new_tokens: 32}
+
+Relative paths are read from the current folder; image paths inside a JSONL from the JSONL's folder.
+"""
 
 from __future__ import annotations
 

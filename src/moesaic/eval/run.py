@@ -60,11 +60,16 @@ def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache
         return hit
     answerer = run.get()
     start = time.perf_counter()
+    where = f"model {run.spec.name!r}, dataset {dataset!r}, sample {sample.id!r}"
     try:
         answer = answerer.answer(sample, config.generation)
-    except MoesaicError as exc:
-        raise type(exc)(f"model {run.spec.name!r}, dataset {dataset!r}, sample {sample.id!r}: {exc.message}",
-                        exc.hint) from exc
+    except MoesaicError as exc:  # say which sample failed, keep the error's type and hint
+        exc.message = f"{where}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+    except Exception as exc:
+        exc.add_note(f"while evaluating {where}")
+        raise
     latency = time.perf_counter() - start
     run.calls += 1
     entry = CachedAnswer(model=run.spec.name, dataset=dataset, sample_id=sample.id, gen_hash=gen_hash,
