@@ -84,9 +84,10 @@ class EvalConfig(CommandConfig):
     positional = ("config_file",)
 
     config_file: str | None = Field(None, description="YAML file with the eval config (same as --config)")
-    models: list[EvalModel] = Field(min_length=1)
-    datasets: list[EvalDataset] = Field(min_length=1)
-    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    models: list[EvalModel] = Field(min_length=1, description="[{name, model | endpoint, dtype, price_per_hour}, ...]")
+    datasets: list[EvalDataset] = Field(min_length=1, description="JSONL datasets: [{name, path}]")
+    metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS),
+                                      description="metrics to compute where they apply")
     primary_metric: MetricName | None = Field(
         None, description="metric on the plot's accuracy axis (default: first metric that applies)"
     )
