@@ -1,0 +1,175 @@
+"""``moesaic video FILE "QUESTION"``: answer about a video clip by clip, with timestamps.
+
+Frames are decoded with PyAV and cut into clips either uniformly (``--sampling uniform --clips N``) or at
+scene changes (``--sampling scene``: a cut where the mean absolute difference between consecutive 32×32
+RGB thumbnails exceeds ``--scene-threshold``, on a 0–1 scale). Each clip is answered from its sampled
+frames; the clip answers are then chained into a final answer — by the VLM (a text turn listing the
+timestamped clip answers) or, on the starter experts, by merging consecutive clips that agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from moesaic.config import CommandConfig
+from moesaic.errors import InputError, missing_extra
+from moesaic.progress import progress
+from moesaic.tasks.base import STARTER, is_starter, open_backend, prompt_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from moesaic.backends.base import Backend
+
+__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "split_clips", "video"]
+
+log = logging.getLogger(__name__)
+THUMB = 32
+
+
+class VideoConfig(CommandConfig):
+    positional: ClassVar[tuple[str, ...]] = ("file", "question")
+
+    file: str = Field(description="a video file PyAV can decode (mp4, webm, mkv, …)")
+    question: str = Field(min_length=1, description="what to ask about each clip")
+    model: str = Field(STARTER, description="'starter', a hub id or a local VLM folder")
+    backend: str | None = None
+    sampling: Literal["uniform", "scene"] = Field("uniform", description="equal clips, or cut at scene changes")
+    clips: int = Field(4, ge=1, le=256, description="number of clips (uniform sampling)")
+    scene_threshold: float = Field(0.15, gt=0.0, le=1.0, description="frame difference that starts a new scene")
+    frames_per_clip: int = Field(1, ge=1, le=16, description="frames shown to the model per clip")
+    max_frames: int = Field(2000, ge=1, description="decode at most this many frames")
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+
+
+class ClipAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: float = Field(description="seconds")
+    end: float = Field(description="seconds")
+    frames: list[float] = Field(description="timestamps of the frames shown")
+    answer: str
+
+
+class VideoResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    question: str
+    model: str
+    duration: float
+    sampling: str
+    clips: list[ClipAnswer]
+    answer: str
+
+    def render(self) -> str:
+        rows = [f"[{c.start:6.2f}s – {c.end:6.2f}s] {c.answer}" for c in self.clips]
+        return "\n".join([*rows, "", self.answer])
+
+
+@dataclass(frozen=True)
+class Frame:
+    time: float
+    image: "Image.Image"
+    thumb: np.ndarray  # (32, 32, 3) float32 RGB in [0, 1]
+
+
+def decode_frames(path: str | Path, max_frames: int = 2000) -> tuple[list[Frame], float]:
+    """Decode the first video stream: frames with their timestamps, and the duration in seconds."""
+    try:
+        import av
+    except ImportError:
+        raise missing_extra("av", "tasks") from None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video {path} does not exist", "check the path")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(f"{path} is not a readable video ({exc})", "pass an mp4, webm or mkv file") from None
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{path} has no video stream", "pass a file with video frames")
+        stream = container.streams.video[0]
+        frames: list[Frame] = []
+        try:
+            for raw in container.decode(stream):
+                img = raw.to_image()
+                thumb = np.asarray(img.convert("RGB").resize((THUMB, THUMB)), dtype=np.float32) / 255.0
+                frames.append(Frame(float(raw.time or 0.0), img, thumb))
+                if len(frames) >= max_frames:
+                    break
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path} could not be decoded ({exc})", "re-encode it, e.g. with ffmpeg -c:v libx264") from None
+        rate = float(stream.average_rate or 0) or 25.0
+    if not frames:
+        raise InputError(f"{path} holds no decodable frames", "pass a video with at least one frame")
+    return frames, frames[-1].time + 1.0 / rate
+
+
+def split_clips(frames: list[Frame], duration: float, sampling: str, clips: int, threshold: float) -> list[tuple[float, float, list[Frame]]]:
+    """(start, end, frames) per clip, in order."""
+    if sampling == "scene":
+        cuts = [0] + [i for i in range(1, len(frames))
+                      if float(np.abs(frames[i].thumb - frames[i - 1].thumb).mean()) > threshold]
+        bounds = list(zip(cuts, cuts[1:] + [len(frames)]))
+        return [(frames[a].time, frames[b].time if b < len(frames) else duration, frames[a:b]) for a, b in bounds]
+    edges = np.linspace(0.0, duration, clips + 1)
+    out = []
+    for start, end in zip(edges[:-1], edges[1:]):
+        inside = [f for f in frames if start <= f.time < end]
+        if inside:
+            out.append((float(start), float(end), inside))
+    return out
+
+
+def _pick(frames: list[Frame], n: int) -> list[Frame]:
+    """``n`` frames spread over the clip (the middle one when n == 1)."""
+    if n >= len(frames):
+        return frames
+    idx = np.linspace(0, len(frames) - 1, n + 2)[1:-1] if n > 1 else [len(frames) // 2]
+    return [frames[int(round(i))] for i in idx]
+
+
+def _chain(backend: "Backend | None", question: str, clips: list[ClipAnswer], max_new_tokens: int) -> str:
+    merged: list[list] = []  # [start, end, answer]
+    for c in clips:
+        if merged and merged[-1][2].strip().lower() == c.answer.strip().lower():
+            merged[-1][1] = c.end
+        else:
+            merged.append([c.start, c.end, c.answer])
+    timeline = "; ".join(f"{s:.1f}–{e:.1f}s: {a}" for s, e, a in merged)
+    if is_starter(backend):
+        return timeline
+    assert backend is not None
+    prompt = (f"A video was answered clip by clip for the question: {question}\n" + timeline +
+              "\nCombine these into one answer to the question for the whole video, mentioning the times.")
+    return prompt_backend(backend, [], prompt, max_new_tokens).text.strip()
+
+
+def video(config: VideoConfig) -> VideoResult:
+    """Answer a question about a video clip by clip (timestamps), then for the whole video."""
+    from moesaic.backends.registry import load_backend
+
+    frames, duration = decode_frames(config.file, config.max_frames)
+    segments = split_clips(frames, duration, config.sampling, config.clips, config.scene_threshold)
+    backend = open_backend(config.model, config.backend) or load_backend(STARTER)
+    per_clip = config.frames_per_clip
+    if backend.max_images is not None:
+        per_clip = max(1, min(per_clip, backend.max_images))
+    answers = []
+    for start, end, clip in progress(segments, desc="clips", total=len(segments), unit="clip"):
+        shown = _pick(clip, per_clip)
+        reply = prompt_backend(backend, [f.image for f in shown], config.question, config.max_new_tokens)
+        answers.append(ClipAnswer(start=round(start, 3), end=round(end, 3), frames=[round(f.time, 3) for f in shown],
+                                  answer=reply.text.strip()))
+    final = _chain(backend, config.question, answers, config.max_new_tokens)
+    log.info("video %s: %d frames, %d clips", config.file, len(frames), len(answers))
+    return VideoResult(file=config.file, question=config.question, model=config.model, duration=round(duration, 3),
+                       sampling=config.sampling, clips=answers, answer=final)
