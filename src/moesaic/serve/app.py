@@ -62,9 +62,25 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
     app.include_router(sagemaker_router)
     app.include_router(ops_router)
     _install_error_handlers(app, metrics)
+    _document_request_bodies(app)
     app.add_middleware(GuardMiddleware, api_key=settings.resolved_api_key(),
                        max_body_bytes=settings.max_body_bytes, metrics=metrics)
     return app
+
+
+def _document_request_bodies(app: "FastAPI") -> None:
+    """Routes parse their bodies themselves (for OpenAI-shaped 400s); publish the body schemas anyway."""
+    from fastapi import FastAPI
+
+    from moesaic.serve.protocol import request_schemas
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_error_handlers(app: "FastAPI", metrics: "ServeMetrics") -> None:

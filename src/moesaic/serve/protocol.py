@@ -29,6 +29,9 @@ __all__ = [
     "PayloadTooLargeError",
     "InternalError",
     "completion_id",
+    "InvocationQuestion",
+    "request_schemas",
+    "body_ref",
 ]
 
 
@@ -174,3 +177,35 @@ class ErrorBody(BaseModel):
 class ErrorResponse(BaseModel):
     error: ErrorBody
 
+
+
+class InvocationQuestion(BaseModel):
+    """Documentation of ``/invocations``' plain form (parsed with :class:`moesaic.inputs.QuestionRequest`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    image: str | None = Field(None, description="http(s) URL, data URL or bare base64")
+    images: list[str] = Field(default_factory=list)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
+def request_schemas() -> dict[str, Any]:
+    """OpenAPI component schemas of the request bodies (routes parse bodies themselves)."""
+    out: dict[str, Any] = {}
+    for model in (ChatCompletionRequest, InvocationQuestion):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def body_ref(*names: str) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose JSON body is one of the named component schemas."""
+    refs = [{"$ref": f"#/components/schemas/{n}"} for n in names]
+    schema = refs[0] if len(refs) == 1 else {"anyOf": refs}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

@@ -19,7 +19,7 @@ import anyio
 from pydantic import ValidationError
 
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
-from moesaic.errors import InputError, MoesaicError
+from moesaic.errors import ImageError, InputError, MoesaicError
 from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs, resolve_messages
 from moesaic.serve.batching import Batcher
 from moesaic.serve.metrics import ServeMetrics
@@ -120,8 +120,15 @@ class ChatService:
         n_images = len(image_refs(messages))
         if n_images and not self.backend.supports_images:
             raise InputError(f"model {self.model_name!r} does not accept images", "send text only", param="messages")
-        return await anyio.to_thread.run_sync(
-            lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
+        except MoesaicError:
+            raise
+        except Exception as exc:  # a decoder crashed on the client's bytes: their image, our 400
+            log.warning("image decoding failed", exc_info=exc)
+            raise ImageError("an image in the request could not be decoded",
+                             "send a valid JPEG, PNG, WebP or GIF (URL, data URL or base64)") from None
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[Turn], GenerationParams]:
         if req.model != self.model_name:

@@ -5,17 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from moesaic.serve.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from moesaic.serve.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, body_ref
 from moesaic.serve.routes.common import parse_body, service_of
 
 __all__ = ["router"]
 
 router = APIRouter()
-_REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, openapi_extra=_REQUEST_SCHEMA)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, openapi_extra=body_ref("ChatCompletionRequest"))
 async def chat_completions(request: Request) -> Response:
     service = service_of(request)
     req = await parse_body(request, ChatCompletionRequest)

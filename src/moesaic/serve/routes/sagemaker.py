@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from moesaic.serve.protocol import InvocationResponse
+from moesaic.serve.protocol import InvocationResponse, body_ref
 from moesaic.serve.routes.common import service_of
 
 __all__ = ["router"]
@@ -27,7 +27,8 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if service.ready else 503)
 
 
-@router.post("/invocations", response_model=InvocationResponse)
+@router.post("/invocations", response_model=InvocationResponse,
+             openapi_extra=body_ref("InvocationQuestion", "ChatCompletionRequest"))
 async def invocations(request: Request) -> JSONResponse:
     """``{"question", "image"}`` (or ``images``), a chat-completions body, or raw ``image/*`` bytes
     (the question then comes from ``?question=``)."""
