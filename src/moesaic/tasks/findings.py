@@ -11,6 +11,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Findings", "look", "article", "join_words"]
 
+MIN_OCR_SCORE = 0.7  # lone low-confidence glyphs (a "0" in fur) are noise, not text
+
 
 @dataclass(frozen=True)
 class Findings:
@@ -50,7 +52,8 @@ def look(image: "Image.Image", *, top_k: int = 5, colours: int = 3, ocr: bool = 
     if ocr:
         from moesaic.experts.ocr import OCR
 
-        lines = [line.text for line in OCR.shared().read(image) if line.text.strip()]
+        lines = [line.text.strip() for line in OCR.shared().read(image)
+                 if line.score >= MIN_OCR_SCORE and len(line.text.strip()) >= 2]
     return Findings(tags=tags, colours=named, text=lines)
 
 
