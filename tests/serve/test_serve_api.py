@@ -288,6 +288,23 @@ def test_stream_disconnect_frees_the_model():
         assert out.json()["choices"][0]["message"]["content"] == "about next"
 
 
+def test_requests_of_clients_that_left_never_reach_the_model():
+    backend = ColorBackend(delay_s=0.5)
+    with running(make_app(backend, max_batch_size=1)) as url:
+        body = {"model": "colors", "messages": [{"role": "user", "content": "first"}]}
+        with cf.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(chat, url, body)
+            time.sleep(0.1)  # the first request holds the model
+            for route, payload in (("/v1/chat/completions", body), ("/invocations", {"question": "gone"})):
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(f"{url}{route}", json=payload, timeout=0.15)
+            assert first.result().status_code == 200
+        time.sleep(0.3)
+        assert backend.generate_calls == 1  # the two abandoned requests were dropped from the queue
+        assert_alive(url)
+        assert backend.generate_calls == 2
+
+
 def test_metrics_count_requests_tokens_errors(server):
     url, _ = server
     chat(url, {"model": "colors", "messages": [{"role": "user", "content": "count me"}]})

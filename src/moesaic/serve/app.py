@@ -18,7 +18,7 @@ from moesaic.serve.settings import ServeConfig, sagemaker_host
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     from moesaic.serve.metrics import ServeMetrics
 
@@ -85,10 +85,11 @@ def _document_request_bodies(app: "FastAPI") -> None:
 
 def _install_error_handlers(app: "FastAPI", metrics: "ServeMetrics") -> None:
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
 
     from moesaic.errors import InputError
+    from moesaic.serve.routes.common import ClientGone
 
     def render(exc: MoesaicError) -> JSONResponse:
         metrics.observe_error(exc.code)
@@ -120,6 +121,10 @@ def _install_error_handlers(app: "FastAPI", metrics: "ServeMetrics") -> None:
         log.error("unhandled error", exc_info=exc)
         return render(InternalError("internal server error", "retry; if it keeps failing, read the server log"))
 
+    async def on_gone(_: "Request", exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
+
+    app.add_exception_handler(ClientGone, on_gone)
     app.add_exception_handler(MoesaicError, on_moesaic)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from moesaic.serve.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, body_ref
-from moesaic.serve.routes.common import parse_body, service_of
+from moesaic.serve.routes.common import parse_body, service_of, until_disconnect
 
 __all__ = ["router"]
 
@@ -18,7 +18,7 @@ async def chat_completions(request: Request) -> Response:
     service = service_of(request)
     req = await parse_body(request, ChatCompletionRequest)
     if not req.stream:
-        result = await service.complete(req)
+        result = await until_disconnect(request, service.complete(req))
         return JSONResponse(result.model_dump(mode="json"))
     turns, params = await service.prepare_chat(req)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from moesaic.serve.protocol import InvocationResponse, body_ref
-from moesaic.serve.routes.common import service_of
+from moesaic.serve.routes.common import service_of, until_disconnect
 
 __all__ = ["router"]
 
@@ -34,5 +34,6 @@ async def invocations(request: Request) -> JSONResponse:
     (the question then comes from ``?question=``)."""
     service = service_of(request)
     content_type = request.headers.get("content-type", "application/json").lower()
-    result = await service.invoke(await request.body(), content_type, request.query_params.get("question"))
+    body = await request.body()
+    result = await until_disconnect(request, service.invoke(body, content_type, request.query_params.get("question")))
     return JSONResponse(result.model_dump(mode="json"))
