@@ -19,7 +19,7 @@ import anyio
 from pydantic import ValidationError
 
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
-from moesaic.errors import ImageError, InputError, MoesaicError
+from moesaic.errors import ImageError, InputError, MoesaicError, NotFoundError
 from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs, resolve_messages
 from moesaic.serve.batching import Batcher
 from moesaic.serve.metrics import ServeMetrics
@@ -132,8 +132,6 @@ class ChatService:
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[Turn], GenerationParams]:
         if req.model != self.model_name:
-            from moesaic.errors import NotFoundError
-
             raise NotFoundError(f"model {req.model!r} is not served here",
                                 f"use model {self.model_name!r} (see GET /v1/models)", param="model")
         params = self.params_for(req.requested_max_tokens(), req.temperature, req.top_p, req.seed, req.stop)
