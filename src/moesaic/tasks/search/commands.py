@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moesaic.config import CommandConfig
 from moesaic.errors import InputError
@@ -113,7 +113,8 @@ def index(config: IndexConfig) -> IndexResult:
 class SearchConfig(CommandConfig):
     positional: ClassVar[tuple[str, ...]] = ("query",)
 
-    query: str = Field(min_length=1, description="what to look for, in words")
+    query: str | None = Field(None, description="what to look for, in words")
+    image: str | None = Field(None, description="or: find images like this one (path or URL)")
     db: str = Field(description="the index file built by moesaic index")
     k: int = Field(10, ge=1, le=1000, description="how many results")
     where: list[str] = Field(default_factory=list, description="filters key=value (colour=red, type=t-shirt)")
@@ -124,6 +125,15 @@ class SearchConfig(CommandConfig):
         if isinstance(value, str):
             return [v for v in value.split(",") if v.strip()]
         return value
+
+
+    @model_validator(mode="after")
+    def _query_or_image(self) -> "SearchConfig":
+        if (self.query is None or not self.query.strip()) and self.image is None:
+            raise ValueError("give a text query or --image")
+        if self.query and self.image:
+            raise ValueError("give either a text query or --image, not both")
+        return self
 
 
 class SearchHit(BaseModel):
@@ -152,15 +162,20 @@ class SearchResult(BaseModel):
 
 
 def search(config: SearchConfig) -> SearchResult:
-    """Find indexed images by text; --where filters on attributes (colour=red)."""
-    if not config.query.strip():
-        raise InputError("the query is empty", "describe what you look for, e.g. 'red t-shirt'", param="query")
+    """Find indexed images by text (or like --image); --where filters on attributes (colour=red)."""
     where = parse_where(config.where)
     with VectorStore(config.db) as store:
         meta = store.meta()
         embedder = make_embedder(meta.get("embedder", "starter"))
-        hits: list[Hit] = store.query(embedder.embed_text([config.query])[0], config.k, where)
-    return SearchResult(query=config.query, db=config.db, embedder=embedder.name, hits=[
+        if config.image is not None:
+            vector = embedder.describe(open_image(config.image)).vector  # (dim,)
+        else:
+            vector = embedder.embed_text([config.query or ""])[0]  # (dim,)
+        if int(meta.get("dim", len(vector))) != len(vector):
+            raise InputError(f"the query vector has {len(vector)} dimensions, the index {meta.get('dim')}",
+                             "query with the embedder the index was built with")
+        hits: list[Hit] = store.query(vector, config.k, where)
+    return SearchResult(query=config.query or f"image:{config.image}", db=config.db, embedder=embedder.name, hits=[
         SearchHit(rank=i + 1, ref=h.ref, score=h.score, caption=h.caption, attrs=h.attrs, extra=h.extra)
         for i, h in enumerate(hits)
     ])
