@@ -157,8 +157,18 @@ def _print_result(result: Any, as_json: bool) -> None:
     print(render() if callable(render) else result)
 
 
+def _configure_logging() -> None:
+    """Warnings and errors from the library reach stderr as plain lines; INFO with MOESAIC_LOG=info."""
+    import logging
+    import os
+
+    level = os.environ.get("MOESAIC_LOG", "warning").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), format="%(message)s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
     if not argv or argv[0] in ("-h", "--help"):
         width = max(len(v) for v in COMMANDS)
         lines = [f"  {v.ljust(width)}  {h}" for v, (_, h) in COMMANDS.items()]
