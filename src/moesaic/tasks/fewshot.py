@@ -25,10 +25,11 @@ from moesaic.tasks.base import STARTER, open_backend, open_image
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from moesaic.backends.base import Backend
     from moesaic.inputs.messages import Turn
 
 __all__ = ["Example", "FewShotConfig", "FewShotResult", "fewshot", "build_turns", "hf_messages", "chat_inputs",
-           "load_examples"]
+           "load_examples", "run_fewshot"]
 
 
 class Example(BaseModel):
@@ -141,8 +142,14 @@ def chat_inputs(processor: Any, turns: list["Turn"]) -> dict[str, Any]:
 
 def fewshot(config: FewShotConfig) -> FewShotResult:
     """Answer a question about an image, guided by examples (images and their answers)."""
-    from moesaic.backends.base import GenerationParams
     from moesaic.backends.registry import load_backend
+
+    return run_fewshot(config, open_backend(config.model, config.backend) or load_backend(STARTER))
+
+
+def run_fewshot(config: FewShotConfig, backend: "Backend") -> FewShotResult:
+    """:func:`fewshot` with a backend already loaded."""
+    from moesaic.backends.base import GenerationParams
 
     examples = load_examples(config.examples)
     if not examples:
@@ -150,7 +157,6 @@ def fewshot(config: FewShotConfig) -> FewShotResult:
     shots = [([open_image(r) for r in e.images], e.question, e.answer) for e in examples]
     query = [open_image(r.strip()) for r in config.image.split(",") if r.strip()]
     turns = build_turns(shots, query, config.question, config.instruction)
-    backend = open_backend(config.model, config.backend) or load_backend(STARTER)
     answer = backend.generate(turns, GenerationParams(max_new_tokens=config.max_new_tokens))
     n_images = sum(len(s[0]) for s in shots) + len(query)
     return FewShotResult(text=answer.text.strip(), model=config.model, examples=len(examples), images=n_images,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ import numpy as np
 
 from moesaic.errors import InputError, MissingDependencyError, ModelLoadError, missing_extra
 
-__all__ = ["transcribe", "speak", "decode_audio", "SAMPLE_RATE", "DEFAULT_ASR"]
+__all__ = ["transcribe", "speak", "decode_audio", "word_error_rate", "SAMPLE_RATE", "DEFAULT_ASR"]
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -128,3 +129,24 @@ def speak(text: str, path: str, language: str = "en") -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+_SPELLING = {"colour": "color", "colours": "colors", "grey": "gray"}
+
+
+def _words(text: str) -> list[str]:
+    return [_SPELLING.get(w, w) for w in re.findall(r"[a-z0-9']+", text.lower())]
+
+
+def word_error_rate(hypothesis: str, reference: str) -> float:
+    """(substitutions + deletions + insertions) / reference words, case, punctuation and UK/US spelling ignored."""
+    hyp, ref = _words(hypothesis), _words(reference)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from moesaic.backends.base import Backend
 
-__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "split_clips", "video"]
+__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "split_clips", "video", "run_video"]
 
 log = logging.getLogger(__name__)
 THUMB = 32
@@ -157,9 +157,17 @@ def video(config: VideoConfig) -> VideoResult:
     """Answer a question about a video clip by clip (timestamps), then for the whole video."""
     from moesaic.backends.registry import load_backend
 
-    frames, duration = decode_frames(config.file, config.max_frames)
-    segments = split_clips(frames, duration, config.sampling, config.clips, config.scene_threshold)
+    frames, duration = decode_frames(config.file, config.max_frames)  # decode before loading a model
     backend = open_backend(config.model, config.backend) or load_backend(STARTER)
+    return run_video(config, backend, frames, duration)
+
+
+def run_video(config: VideoConfig, backend: "Backend", frames: list[Frame] | None = None,
+              duration: float | None = None) -> VideoResult:
+    """:func:`video` with a backend already loaded (and optionally the frames already decoded)."""
+    if frames is None or duration is None:
+        frames, duration = decode_frames(config.file, config.max_frames)
+    segments = split_clips(frames, duration, config.sampling, config.clips, config.scene_threshold)
     per_clip = config.frames_per_clip
     if backend.max_images is not None:
         per_clip = max(1, min(per_clip, backend.max_images))
