@@ -87,7 +87,8 @@ def _build_parser(verb: str, config_cls: Any, doc: str) -> argparse.ArgumentPars
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=(field.description or "") + default)
         else:
-            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None,
+            short = [f"-{name}"] if len(name) == 1 else []  # one-letter fields also get -x (search -k 10)
+            parser.add_argument(flag, *short, dest=name, metavar=name.upper(), default=None,
                                 help=(field.description or "") + default)
     return parser
 
