@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from drawings import save_products
 
 from moesaic.cli import main
 from moesaic.errors import ConfigError, InputError, MissingDependencyError
 from moesaic.tasks.batch import BatchConfig, batch, done_ids
+from moesaic.tasks.samples import save_products
 
 
 @pytest.fixture()

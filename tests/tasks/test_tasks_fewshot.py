@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from drawings import draw_product
 from PIL import Image
 from scripted import ScriptedBackend
 
 from moesaic.errors import InputError
 from moesaic.tasks.fewshot import FewShotConfig, build_turns, chat_inputs, hf_messages, run_fewshot
+from moesaic.tasks.samples import draw_product
 
 
 def _images() -> list[Image.Image]:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from drawings import draw_product
 from scripted import ScriptedBackend
 
 from moesaic.errors import ConfigError
@@ -25,6 +24,7 @@ from moesaic.tasks.product import (
 )
 from moesaic.tasks.product.starter import foreground_pixels, product_colours
 from moesaic.tasks.product.writer import load_template, render_messages, write_description
+from moesaic.tasks.samples import draw_product
 
 
 @pytest.fixture(scope="module")

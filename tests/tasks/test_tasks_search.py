@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from drawings import draw_product, save_products
 
 from moesaic.errors import ConfigError, InputError, NotFoundError
+from moesaic.tasks.samples import draw_product, save_products
 from moesaic.tasks.search import IndexConfig, SearchConfig, VectorStore, index, search
 
 COLOURS = ("red", "blue", "green", "yellow")

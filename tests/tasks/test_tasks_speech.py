@@ -6,9 +6,9 @@ import wave
 from pathlib import Path
 
 import pytest
-from media import write_colour_video, write_speech
 
 from moesaic.errors import InputError
+from moesaic.tasks.samples import write_colour_video, write_speech
 from moesaic.tasks.speech import SAMPLE_RATE, decode_audio, speak, transcribe, word_error_rate
 
 QUESTIONS = ("What colour is the shirt in this picture?", "How many people are standing near the red car?")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from media import write_colour_video
 
 from moesaic.backends.base import Answer, Backend, GenerationParams
 from moesaic.errors import InputError
 from moesaic.inputs.messages import Turn
+from moesaic.tasks.samples import write_colour_video
 from moesaic.tasks.video import VideoConfig, decode_frames, run_video, split_clips
 
 RED, GREEN, BLUE = (200, 30, 35), (50, 150, 60), (40, 90, 210)
