@@ -52,3 +52,18 @@ def _torch_threads() -> None:
     except ImportError:  # pragma: no cover
         return
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``tiny_model_dir(family) -> Path``: a saved tiny model (seed 0) per family, built once per session."""
+    from moesaic.testing import make_tiny_model
+
+    cache: dict[str, object] = {}
+
+    def get(family: str):  # type: ignore[no-untyped-def]
+        if family not in cache:
+            cache[family] = make_tiny_model(family, tmp_path_factory.mktemp(f"tiny-{family}"), seed=0)
+        return cache[family]
+
+    return get
