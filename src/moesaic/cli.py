@@ -120,6 +120,8 @@ def run_command(verb: str, argv: Sequence[str]) -> int:
     func = _resolve(verb)
     config_cls = _config_class(func)
     rest, dotted = _split_dotted(list(argv))
+    if not config_cls.positional and rest and rest[0].endswith((".yaml", ".yml")):
+        rest = ["--config", *rest]  # `moesaic VERB CONFIG.yaml` for commands without positional fields
     parser = _build_parser(verb, config_cls, (func.__doc__ or "").strip().split("\n")[0])
     ns = vars(parser.parse_args(rest))
     as_json = ns.pop("_json")
