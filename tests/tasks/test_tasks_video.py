@@ -10,7 +10,7 @@ from moesaic.backends.base import Answer, Backend, GenerationParams
 from moesaic.errors import InputError
 from moesaic.inputs.messages import Turn
 from moesaic.tasks.samples import write_colour_video
-from moesaic.tasks.video import VideoConfig, decode_frames, run_video, split_clips
+from moesaic.tasks.video import VideoConfig, decode_frames, probe_duration, run_video, split_clips
 
 RED, GREEN, BLUE = (200, 30, 35), (50, 150, 60), (40, 90, 210)
 
@@ -41,10 +41,25 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_colour_video(path, [(RED, 1.0), (GREEN, 1.5), (BLUE, 1.0)], fps=10)
 
 
-def test_decode_gives_timestamps_and_duration(clip: Path) -> None:
-    frames, duration = decode_frames(clip)
+def test_decode_gives_timestamps_and_keeps_few_full_frames(clip: Path) -> None:
+    frames, duration = decode_frames(clip, keep_fps=2.0)
     assert len(frames) == 35 and duration == pytest.approx(3.5)
     assert [round(f.time, 2) for f in frames[:3]] == [0.0, 0.1, 0.2]
+    kept = [round(f.time, 2) for f in frames if f.image is not None]
+    assert kept == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]  # 2 per second; the cuts at 1.0 and 2.5 fall on them
+    assert frames[0].image is not None and frames[0].image.size == (64, 64)
+    every = decode_frames(clip, keep_fps=2.0, scene_threshold=1.0)[0]
+    assert sum(f.image is not None for f in every) == 7
+    cuts = decode_frames(clip, keep_fps=0.1)[0]
+    assert [round(f.time, 2) for f in cuts if f.image is not None] == [0.0, 1.0, 2.5]  # first frame of each scene
+
+
+def test_uniform_clips_each_get_their_own_frame_at_a_low_keep_rate(clip: Path) -> None:
+    assert probe_duration(clip) == pytest.approx(3.5, abs=0.15)
+    cfg = VideoConfig(file=str(clip), question="What colour?", clips=7, keep_fps=0.5)
+    result = run_video(cfg, ColourBackend())
+    assert [c.answer for c in result.clips] == ["red", "red", "green", "green", "green", "blue", "blue"]
+    assert all(c.start <= c.frames[0] < c.end for c in result.clips)
 
 
 def test_scene_sampling_cuts_at_the_colour_changes(clip: Path) -> None:

@@ -1,5 +1,4 @@
-"""What the starter experts see in one image: tags, dominant colours and text — gathered in one place so
-caption, product attributes and the search index describe an image the same way."""
+"""What the starter experts see in one image: tags, dominant colours and text, gathered in one place."""
 
 from __future__ import annotations
 
@@ -30,15 +29,6 @@ class Findings:
         if self.text:
             used.append("ocr")
         return used
-
-    def summary(self) -> str:
-        """A caption-like string: the text the default search embedder embeds."""
-        words = [label for label, _ in self.tags[:3]]
-        colours = [name for name, _ in self.colours[:2]]
-        out = f"{join_words(colours)} {join_words(words, 'or')}".strip()
-        if self.text:
-            out += ". text: " + " ".join(self.text)[:200]
-        return out
 
 
 def look(image: "Image.Image", *, top_k: int = 5, colours: int = 3, ocr: bool = True) -> Findings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from moesaic.backends.base import Backend
 
-__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "split_clips", "video", "run_video"]
+__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "probe_duration", "split_clips", "video",
+           "run_video"]
 
 log = logging.getLogger(__name__)
 THUMB = 32
@@ -44,7 +45,8 @@ class VideoConfig(CommandConfig):
     clips: int = Field(4, ge=1, le=256, description="number of clips (uniform sampling)")
     scene_threshold: float = Field(0.15, gt=0.0, le=1.0, description="frame difference that starts a new scene")
     frames_per_clip: int = Field(1, ge=1, le=16, description="frames shown to the model per clip")
-    max_frames: int = Field(2000, ge=1, description="decode at most this many frames")
+    max_frames: int = Field(100_000, ge=1, description="decode at most this many frames")
+    keep_fps: float = Field(4.0, gt=0.0, le=60.0, description="full frames kept per second (plus one per scene cut)")
     max_new_tokens: int = Field(64, ge=1, le=4096)
 
 
@@ -76,34 +78,51 @@ class VideoResult(BaseModel):
 @dataclass(frozen=True)
 class Frame:
     time: float
-    image: "Image.Image"
     thumb: np.ndarray  # (32, 32, 3) float32 RGB in [0, 1]
+    image: "Image.Image | None" = None  # kept only at the sampling rate and at scene cuts
 
 
-def decode_frames(path: str | Path, max_frames: int = 2000) -> tuple[list[Frame], float]:
-    """Decode the first video stream: frames with their timestamps, and the duration in seconds."""
+def _open_video(path: Path) -> Any:
     try:
         import av
     except ImportError:
         raise missing_extra("av", "tasks") from None
-    path = Path(path)
     if not path.is_file():
         raise InputError(f"video {path} does not exist", "check the path")
     try:
         container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not a readable video ({exc})", "pass an mp4, webm or mkv file") from None
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{path} has no video stream", "pass a file with video frames")
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path} has no video stream", "pass a file with video frames")
+    return container
+
+
+def decode_frames(
+    path: str | Path, max_frames: int = 100_000, *, keep_fps: float = 4.0, scene_threshold: float = 0.15
+) -> tuple[list[Frame], float]:
+    """Decode the first video stream: a thumbnail and timestamp for every frame, the full picture for
+    ``keep_fps`` frames per second and for the first frame after each scene cut; and the duration."""
+    path = Path(path)
+    frames: list[Frame] = []
+    next_keep = 0.0
+    with _open_video(path) as container:
+        import av
+
         stream = container.streams.video[0]
-        frames: list[Frame] = []
         try:
             for raw in container.decode(stream):
-                img = raw.to_image()
-                thumb = np.asarray(img.convert("RGB").resize((THUMB, THUMB)), dtype=np.float32) / 255.0
-                frames.append(Frame(float(raw.time or 0.0), img, thumb))
+                t = float(raw.time or 0.0)
+                thumb = raw.reformat(width=THUMB, height=THUMB, format="rgb24").to_ndarray()
+                thumb = thumb.astype(np.float32) / 255.0  # (32, 32, 3)
+                cut = bool(frames) and _difference(frames[-1].thumb, thumb) > scene_threshold
+                keep = t >= next_keep or cut
+                if t >= next_keep:
+                    next_keep = t + 1.0 / keep_fps
+                frames.append(Frame(t, thumb, raw.to_image() if keep else None))
                 if len(frames) >= max_frames:
+                    log.warning("%s: stopped after %d frames (max_frames)", path, max_frames)
                     break
         except av.error.FFmpegError as exc:
             raise InputError(f"{path} could not be decoded ({exc})", "re-encode it, e.g. with ffmpeg -c:v libx264") from None
@@ -113,11 +132,15 @@ def decode_frames(path: str | Path, max_frames: int = 2000) -> tuple[list[Frame]
     return frames, frames[-1].time + 1.0 / rate
 
 
+def _difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails, 0 (same) to 1."""
+    return float(np.abs(a - b).mean())
+
+
 def split_clips(frames: list[Frame], duration: float, sampling: str, clips: int, threshold: float) -> list[tuple[float, float, list[Frame]]]:
     """(start, end, frames) per clip, in order."""
     if sampling == "scene":
-        cuts = [0] + [i for i in range(1, len(frames))
-                      if float(np.abs(frames[i].thumb - frames[i - 1].thumb).mean()) > threshold]
+        cuts = [0] + [i for i in range(1, len(frames)) if _difference(frames[i - 1].thumb, frames[i].thumb) > threshold]
         bounds = list(zip(cuts, cuts[1:] + [len(frames)]))
         return [(frames[a].time, frames[b].time if b < len(frames) else duration, frames[a:b]) for a, b in bounds]
     edges = np.linspace(0.0, duration, clips + 1)
@@ -130,11 +153,20 @@ def split_clips(frames: list[Frame], duration: float, sampling: str, clips: int,
 
 
 def _pick(frames: list[Frame], n: int) -> list[Frame]:
-    """``n`` frames spread over the clip (the middle one when n == 1)."""
+    """``n`` kept frames spread over the clip (the middle one when n == 1)."""
+    frames = [f for f in frames if f.image is not None]
+    if not frames:
+        return []
     if n >= len(frames):
         return frames
     idx = np.linspace(0, len(frames) - 1, n + 2)[1:-1] if n > 1 else [len(frames) // 2]
     return [frames[int(round(i))] for i in idx]
+
+
+def _nearest_kept(frames: list[Frame], t: float) -> list[Frame]:
+    """The kept frame closest to ``t`` (for clips shorter than the keep interval)."""
+    kept = [f for f in frames if f.image is not None]
+    return [min(kept, key=lambda f: abs(f.time - t))]
 
 
 def _chain(backend: "Backend | None", question: str, clips: list[ClipAnswer], max_new_tokens: int) -> str:
@@ -153,11 +185,29 @@ def _chain(backend: "Backend | None", question: str, clips: list[ClipAnswer], ma
     return prompt_backend(backend, [], prompt, max_new_tokens).text.strip()
 
 
+def probe_duration(path: str | Path) -> float | None:
+    """The duration the container declares, in seconds (None when it declares none)."""
+    with _open_video(Path(path)) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return container.duration / 1_000_000 if container.duration else None
+
+
+def _decode(config: VideoConfig) -> tuple[list[Frame], float]:
+    keep_fps = config.keep_fps
+    if config.sampling == "uniform":  # keep enough full frames that every clip has its own
+        declared = probe_duration(config.file)
+        if declared:
+            keep_fps = min(60.0, max(keep_fps, (config.frames_per_clip + 1) * config.clips / declared))
+    return decode_frames(config.file, config.max_frames, keep_fps=keep_fps, scene_threshold=config.scene_threshold)
+
+
 def video(config: VideoConfig) -> VideoResult:
     """Answer a question about a video clip by clip (timestamps), then for the whole video."""
     from moesaic.backends.registry import load_backend
 
-    frames, duration = decode_frames(config.file, config.max_frames)  # decode before loading a model
+    frames, duration = _decode(config)  # decode before loading a model
     backend = open_backend(config.model, config.backend) or load_backend(STARTER)
     return run_video(config, backend, frames, duration)
 
@@ -166,14 +216,14 @@ def run_video(config: VideoConfig, backend: "Backend", frames: list[Frame] | Non
               duration: float | None = None) -> VideoResult:
     """:func:`video` with a backend already loaded (and optionally the frames already decoded)."""
     if frames is None or duration is None:
-        frames, duration = decode_frames(config.file, config.max_frames)
+        frames, duration = _decode(config)
     segments = split_clips(frames, duration, config.sampling, config.clips, config.scene_threshold)
     per_clip = config.frames_per_clip
     if backend.max_images is not None:
         per_clip = max(1, min(per_clip, backend.max_images))
     answers = []
     for start, end, clip in progress(segments, desc="clips", total=len(segments), unit="clip"):
-        shown = _pick(clip, per_clip)
+        shown = _pick(clip, per_clip) or _nearest_kept(frames, (start + end) / 2)
         reply = prompt_backend(backend, [f.image for f in shown], config.question, config.max_new_tokens)
         answers.append(ClipAnswer(start=round(start, 3), end=round(end, 3), frames=[round(f.time, 3) for f in shown],
                                   answer=reply.text.strip()))
