@@ -75,4 +75,5 @@ def test_concurrent_requests_are_batched_with_equal_answers(tiny_hf):
     answers = [r.json()["choices"][0]["message"]["content"] for r in responses]
     calls = backend.forward_calls - before
     assert answers == expected
+    assert all(answers) and len(set(answers)) > 1, answers  # real, image-dependent text, not empty strings
     assert 1 <= calls < len(bodies), f"{len(bodies)} requests took {calls} generate calls"
