@@ -123,8 +123,8 @@ class ChatService:
         try:
             return await anyio.to_thread.run_sync(
                 lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
-        except MoesaicError:
-            raise
+        except (MoesaicError, ImportError, MemoryError):
+            raise  # ours to explain, or a server fault (500), not the client's image
         except Exception as exc:  # a decoder crashed on the client's bytes: their image, our 400
             log.warning("image decoding failed", exc_info=exc)
             raise ImageError("an image in the request could not be decoded",
