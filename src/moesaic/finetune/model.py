@@ -36,8 +36,12 @@ def load_processor(path: str | Path) -> Any:
     from transformers import AutoProcessor
 
     path = Path(path)
+    try:  # the shared loader (torchvision-free assembly) when this build has it
+        from moesaic.backends.compat import load_processor as shared_loader
+    except ImportError:
+        shared_loader = AutoProcessor.from_pretrained
     try:
-        return AutoProcessor.from_pretrained(path)
+        return shared_loader(path)
     except (ImportError, ValueError, OSError, TypeError) as exc:
         if _model_type(path) not in _QWEN_VL:
             raise ModelLoadError(f"cannot load the processor of {path}: {exc}",

@@ -14,7 +14,7 @@ from typing import Any
 
 from moesaic.errors import InputError
 
-__all__ = ["AttributeSchema", "canonical_json", "infer_schema", "load_schema", "validate_attributes"]
+__all__ = ["AttributeSchema", "canonical_json", "infer_schema", "to_json_schema", "load_schema", "validate_attributes"]
 
 AttributeSchema = dict[str, list[str]]  # field -> allowed values (ordered)
 

@@ -130,6 +130,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
         atomic_write_text(out / "budget_report.json", report.model_dump_json(indent=2))
+        _write_schema(out, train_rows + eval_rows)
     before = _evaluate(model, processor, eval_items, config) if eval_items else (None, None)
     model = apply_method(model, config.method, config.lora, config.freeze_vision)
     plan = plan_steps(len(train_items), config, accelerator.num_processes)
@@ -151,6 +152,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     if accelerator.is_main_process:
         atomic_write_text(out / "result.json", result.model_dump_json(indent=2))
     return result
+
+
+def _write_schema(folder: Path, samples: list[Sample]) -> None:
+    """Attribute rows: the inferred schema (field -> values seen) goes next to the run for eval-attributes."""
+    from moesaic.finetune.attributes import SCHEMA_NAME
+    from moesaic.finetune.schema import infer_schema, to_json_schema
+
+    attrs = [s.attributes for s in samples if s.attributes]
+    if attrs:
+        atomic_write_text(folder / SCHEMA_NAME, json.dumps(to_json_schema(infer_schema(attrs)), indent=2))
 
 
 def _logged_losses(path: Path) -> list[float]:
