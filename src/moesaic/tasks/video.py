@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from moesaic.backends.base import Backend
 
 __all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "probe_duration", "split_clips", "video",
-           "run_video"]
+           "run_video", "timeline", "chain_prompt"]
 
 log = logging.getLogger(__name__)
 THUMB = 32
@@ -169,20 +169,28 @@ def _nearest_kept(frames: list[Frame], t: float) -> list[Frame]:
     return [min(kept, key=lambda f: abs(f.time - t))]
 
 
-def _chain(backend: "Backend | None", question: str, clips: list[ClipAnswer], max_new_tokens: int) -> str:
-    merged: list[list] = []  # [start, end, answer]
+def timeline(clips: list[ClipAnswer]) -> str:
+    """"0.0–1.0s: red; 1.0–2.5s: green" — consecutive clips with the same answer merged."""
+    merged: list[list[Any]] = []  # [start, end, answer]
     for c in clips:
         if merged and merged[-1][2].strip().lower() == c.answer.strip().lower():
             merged[-1][1] = c.end
         else:
             merged.append([c.start, c.end, c.answer])
-    timeline = "; ".join(f"{s:.1f}–{e:.1f}s: {a}" for s, e, a in merged)
+    return "; ".join(f"{s:.1f}–{e:.1f}s: {a}" for s, e, a in merged)
+
+
+def chain_prompt(question: str, clips: list[ClipAnswer]) -> str:
+    """The text turn that asks a VLM to combine the clip answers."""
+    return (f"A video was answered clip by clip for the question: {question}\n" + timeline(clips) +
+            "\nCombine these into one answer to the question for the whole video, mentioning the times.")
+
+
+def _chain(backend: "Backend | None", question: str, clips: list[ClipAnswer], max_new_tokens: int) -> str:
     if is_starter(backend):
-        return timeline
+        return timeline(clips)
     assert backend is not None
-    prompt = (f"A video was answered clip by clip for the question: {question}\n" + timeline +
-              "\nCombine these into one answer to the question for the whole video, mentioning the times.")
-    return prompt_backend(backend, [], prompt, max_new_tokens).text.strip()
+    return prompt_backend(backend, [], chain_prompt(question, clips), max_new_tokens).text.strip()
 
 
 def probe_duration(path: str | Path) -> float | None:
