@@ -45,6 +45,19 @@ def test_batch_size_is_bounded_and_seeded_sampling_runs_alone():
     assert sorted(backend.batch_sizes) == [1, 1, 1, 1, 2, 2]  # 5 greedy in ≤2s, 3 seeded alone
 
 
+@pytest.mark.parametrize("preparing", [0, 1])
+def test_lone_request_waits_only_while_others_are_being_prepared(preparing):
+    import time
+
+    backend = ColorBackend()
+    batcher = Batcher(backend, max_batch_size=8, wait_s=0.4, incoming=lambda: preparing)
+    started = time.perf_counter()
+    (answer,) = asyncio.run(run_all(batcher, [("alone", GenerationParams())]))
+    elapsed = time.perf_counter() - started
+    assert answer.text == "about alone"
+    assert (elapsed < 0.25) if preparing == 0 else (elapsed >= 0.4), elapsed
+
+
 def test_backend_without_batching_gets_one_request_per_call():
     backend = ColorBackend()
     backend.can_batch = False

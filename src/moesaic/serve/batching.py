@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests grouped into one ``generate_batch`` call.
 
 One worker task owns the model (a single executor thread, since models are not thread-safe). The first
-waiting request waits at most ``wait_s`` for company, then every waiting request with the same generation
+waiting request waits at most ``wait_s`` for company (only while other requests are still being
+prepared, when the service reports that), then every waiting request with the same generation
 parameters (up to ``max_batch_size``) joins its batch. Seeded sampling runs alone so that its output does
 not depend on its neighbours. Streams hold the model while they run and give it back as soon as their
 client goes away. The queue is bounded: a full queue raises :class:`~moesaic.errors.OverloadedError`.
@@ -60,6 +61,7 @@ class Batcher:
         queue_size: int = 64,
         on_batch: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        incoming: Callable[[], int] | None = None,
     ) -> None:
         self.backend = backend
         self.max_batch_size = max_batch_size if backend.can_batch else 1
@@ -67,6 +69,7 @@ class Batcher:
         self.queue_size = queue_size
         self._on_batch = on_batch or (lambda n: None)
         self._on_depth = on_depth or (lambda n: None)
+        self._incoming = incoming  # requests still being prepared (decoding images); None: unknown
         self._pending: collections.deque[Job] = collections.deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moesaic-model")
@@ -158,8 +161,7 @@ class Batcher:
         if first.dropped():
             return []
         if first.batchable and self.max_batch_size > 1 and self.wait_s > 0:
-            if self._compatible_count(first) < self.max_batch_size - 1:
-                await asyncio.sleep(self.wait_s)
+            await self._wait_for_company(first)
         batch = [first]
         if first.batchable:
             for job in list(self._pending):
@@ -171,6 +173,16 @@ class Batcher:
                         batch.append(job)
         self._on_depth(len(self._pending))
         return batch
+
+    async def _wait_for_company(self, first: Job) -> None:
+        """Wait at most ``wait_s`` for more requests; with an ``incoming`` count, only while some are
+        still being prepared, so a lone request on an idle server does not pay the wait."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while self._compatible_count(first) < self.max_batch_size - 1 and loop.time() < deadline:
+            if self._incoming is not None and self._incoming() == 0:
+                return
+            await asyncio.sleep(min(0.002, max(deadline - loop.time(), 0.0)))
 
     def _compatible_count(self, first: Job) -> int:
         return sum(1 for j in self._pending if j.batchable and j.params == first.params)

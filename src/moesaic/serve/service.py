@@ -83,7 +83,9 @@ class ChatService:
             queue_size=settings.queue_size,
             on_batch=metrics.observe_batch,
             on_depth=metrics.set_depth,
+            incoming=lambda: self.preparing,
         )
+        self.preparing = 0  # requests between arrival and the queue (decoding images)
         self.ready = False
 
     async def start(self) -> None:
@@ -120,6 +122,7 @@ class ChatService:
         n_images = len(image_refs(messages))
         if n_images and not self.backend.supports_images:
             raise InputError(f"model {self.model_name!r} does not accept images", "send text only", param="messages")
+        self.preparing += 1
         try:
             return await anyio.to_thread.run_sync(
                 lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
@@ -129,6 +132,8 @@ class ChatService:
             log.warning("image decoding failed", exc_info=exc)
             raise ImageError("an image in the request could not be decoded",
                              "send a valid JPEG, PNG, WebP or GIF (URL, data URL or base64)") from None
+        finally:
+            self.preparing -= 1  # the caller queues the request before it next awaits
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[Turn], GenerationParams]:
         if req.model != self.model_name:
