@@ -73,5 +73,9 @@ def test_bad_images_are_clear_errors(tmp_path: Path) -> None:
     junk.write_text("not an image")
     with pytest.raises(ImageError, match="not a readable image"):
         caption(CaptionConfig(image=str(junk)))
+    eps = tmp_path / "drawing.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ImageError, match="not a readable image"):  # no Ghostscript-backed decoders
+        open_image(str(eps))
     with pytest.raises(InputError):
         tag(TagConfig(image=str(tmp_path)))

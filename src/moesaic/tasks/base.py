@@ -111,8 +111,11 @@ def open_backend(model: str, backend: str | None = None, *, starter_direct: bool
 
 
 def open_image(ref: "str | Path | Image.Image") -> "Image.Image":
-    """A PIL image (RGB) from a local path, or any reference :func:`moesaic.inputs.images.load_image` takes."""
+    """A PIL image (RGB) from a local path (common photo formats only), or any reference
+    :func:`moesaic.inputs.images.load_image` takes (URLs to public hosts, data URLs, base64)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from moesaic.inputs.policy import DEFAULT_FORMATS, ImagePolicy
 
     if isinstance(ref, Image.Image):
         return ref.convert("RGB")
@@ -123,7 +126,9 @@ def open_image(ref: "str | Path | Image.Image") -> "Image.Image":
         if not path.is_file():
             raise ImageError(f"{path} is not a file", "pass the path of an image file")
         try:
-            with Image.open(path) as img:
+            Image.init()
+            formats = [f for f in DEFAULT_FORMATS if f in Image.OPEN]  # no EPS/PSD decoders for local files
+            with Image.open(path, formats=formats) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise ImageError(f"{path} has {img.width}x{img.height} pixels", "resize it below 64 megapixels")
                 return ImageOps.exif_transpose(img).convert("RGB")
@@ -131,9 +136,9 @@ def open_image(ref: "str | Path | Image.Image") -> "Image.Image":
             raise ImageError(f"{path} is not a readable image ({exc})", "pass a JPEG, PNG or WebP file") from None
     if looks_local and ("/" in text or "." in text[-5:]) and not _maybe_base64(text):
         raise ImageError(f"image {text!r} does not exist", "check the path")
-    from moesaic.inputs.images import ImagePolicy, load_image
+    from moesaic.inputs.images import load_image
 
-    return load_image(text, ImagePolicy()).convert("RGB")
+    return load_image(text, ImagePolicy.for_cli()).convert("RGB")
 
 
 def _maybe_base64(text: str) -> bool:
