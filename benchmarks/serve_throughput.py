@@ -76,14 +76,15 @@ def sequential(backend, bodies: list[dict]) -> dict:
 
 
 def served(url: str, backend, bodies: list[dict], concurrency: int) -> dict:
+    client = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=concurrency))  # kept-alive connections
+
     def one(b: dict) -> float:
         t0 = time.perf_counter()
-        r = httpx.post(f"{url}/v1/chat/completions", json=b, timeout=300)
-        r.raise_for_status()
+        client.post(f"{url}/v1/chat/completions", json=b).raise_for_status()
         return time.perf_counter() - t0
 
     before, start = backend.forward_calls, time.perf_counter()
-    with cf.ThreadPoolExecutor(concurrency) as pool:
+    with client, cf.ThreadPoolExecutor(concurrency) as pool:
         latencies = list(pool.map(one, bodies))
     return summarise(f"server, concurrency {concurrency}", latencies, time.perf_counter() - start,
                      backend.forward_calls - before)
