@@ -14,3 +14,13 @@ def image_server() -> Iterator[str]:
     httpd, url = start_image_server()
     yield url
     httpd.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _not_in_sagemaker(monkeypatch, tmp_path):
+    """Tests decide themselves whether they run 'inside SageMaker'."""
+    from moesaic.serve import settings
+
+    monkeypatch.setattr(settings, "SAGEMAKER_ROOT", tmp_path / "no-opt-ml")
+    for key in [k for k in __import__("os").environ if k.startswith(("SM_", "SAGEMAKER_"))]:
+        monkeypatch.delenv(key)

@@ -12,6 +12,7 @@ from moesaic.errors import OverloadedError, RequestTimeoutError
 from moesaic.inputs.messages import ChatMessage, Turn
 from moesaic.serve.batching import Batcher
 from moesaic.serve.service import approx_tokens
+from moesaic.serve import settings as settings_module
 from moesaic.serve.settings import ServeConfig, sagemaker_host
 
 
@@ -89,11 +90,15 @@ def test_queue_bound_and_timeout_skip_abandoned_work():
     assert calls == 1  # the timed-out requests never reached the model
 
 
-def test_settings_defaults_flags_and_token_estimate(monkeypatch):
+def test_settings_defaults_flags_and_token_estimate(monkeypatch, tmp_path):
     cfg = ServeConfig()
     assert (cfg.model, cfg.port, cfg.host, cfg.model_name) == ("starter", 8080, "127.0.0.1", "starter")
     assert sagemaker_host(cfg) == "127.0.0.1"
     monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "8080")
+    assert sagemaker_host(cfg) == "0.0.0.0"
+    assert sagemaker_host(ServeConfig(host="127.0.0.1")) == "127.0.0.1"  # an explicit --host wins
+    monkeypatch.delenv("SAGEMAKER_BIND_TO_PORT")
+    monkeypatch.setattr(settings_module, "SAGEMAKER_ROOT", tmp_path)  # as if /opt/ml existed
     assert sagemaker_host(cfg) == "0.0.0.0"
     flags = ServeConfig.load(None, {"allow_host": "127.0.0.1, 10.0.0.0/8", "vllm_args": "--max-model-len 4096",
                                     "max_tokens_limit": 32})

@@ -37,7 +37,8 @@ def test_cli_serves_a_model_folder_until_interrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MOESAIC_API_KEY": "cli-key"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "moesaic.cli", "serve", "--model", str(folder), "--port", str(port),
-         "--served-model-name", "tiny", "--max-images", "2", "--log-level", "warning"],
+         "--served-model-name", "tiny", "--max-images", "2", "--allow-host", "127.0.0.1,10.0.0.0/8",
+         "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shlex
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from moesaic.config import CommandConfig
 
-__all__ = ["ServeConfig", "ServeSettings", "sagemaker_host"]
+__all__ = ["ServeConfig", "ServeSettings", "sagemaker_host", "SAGEMAKER_ROOT"]
 
 MiB = 1024 * 1024
 
@@ -77,9 +78,13 @@ class ServeConfig(CommandConfig):
 ServeSettings = ServeConfig
 
 
+SAGEMAKER_ROOT = Path("/opt/ml")  # SageMaker mounts model artefacts under /opt/ml/model
+
+
 def sagemaker_host(config: ServeConfig) -> str:
-    """Inside a SageMaker container (``SM_*``/``SAGEMAKER_*`` set) bind every interface, as the contract needs."""
-    in_sagemaker = any(k.startswith(("SM_", "SAGEMAKER_")) for k in os.environ)
-    if in_sagemaker and config.host == "127.0.0.1":
+    """Inside a SageMaker container (``/opt/ml`` exists or ``SM_*``/``SAGEMAKER_*`` variables are set) bind
+    every interface, as the contract needs; an explicit ``--host`` always wins."""
+    in_sagemaker = SAGEMAKER_ROOT.is_dir() or any(k.startswith(("SM_", "SAGEMAKER_")) for k in os.environ)
+    if in_sagemaker and "host" not in config.model_fields_set:
         return "0.0.0.0"
     return config.host
