@@ -1,0 +1,128 @@
+"""``moesaic merge``: fine-tuned copies of a VLM → one sparse mixture-of-experts VLM.
+
+Recipe (after Cephalo and mergekit-moe): non-MLP weights from the base (or the experts' mean); in every
+decoder layer the dense MLP becomes a sparse block holding each expert's MLP and a router initialised by
+:mod:`moesaic.moe.gates`. Everything that can be checked from ``config.json`` is checked before a single
+weight is loaded. The output is written atomically with the resolved config next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from moesaic.atomic import atomic_dir
+from moesaic.errors import ConfigError
+from moesaic.moe.arch import MoEPlan, OutputArchitecture, select_architecture
+from moesaic.moe.config import MergeConfig
+from moesaic.moe.gates import compute_gates, degenerate_pairs
+from moesaic.moe.layers import ExpertMLP, dense_mlp_weights, find_decoder_layers
+from moesaic.moe.loading import load_dense, load_processor, torch_dtype
+from moesaic.moe.modelinfo import read_config, shape_mismatches
+from moesaic.progress import progress
+
+__all__ = ["merge", "MergeResult", "validate_merge", "build_moe"]
+
+log = logging.getLogger(__name__)
+
+
+class MergeResult(BaseModel):
+    out: str
+    architecture: str
+    native: bool
+    num_experts: int
+    experts_per_token: int
+    gate_mode: str
+    degenerate_layers: int
+    seconds: float
+
+    def render(self) -> str:
+        how = "AutoModelForImageTextToText.from_pretrained" if self.native else "moesaic.load"
+        return (f"wrote {self.architecture} MoE ({self.num_experts} experts, top-{self.experts_per_token}, "
+                f"{self.gate_mode} gates) to {self.out} in {self.seconds:.1f}s — load it with {how}")
+
+
+def validate_merge(config: MergeConfig) -> OutputArchitecture:
+    """Every check that needs only config.json files and paths; returns the output architecture."""
+    base_cfg = read_config(config.base_model)
+    problems = []
+    for spec in config.experts:
+        for mismatch in shape_mismatches(base_cfg, read_config(spec.source_model)):
+            problems.append(f"{spec.label}: {mismatch}")
+        problems += [f"{spec.label}: image {p} does not exist" for p in spec.positive_images if not Path(p).is_file()]
+    if problems:
+        raise ConfigError(
+            "experts do not match the base model: " + "; ".join(problems),
+            "every expert must be a fine-tune of base_model (same architecture and shapes); fix the listed paths",
+        )
+    return select_architecture(base_cfg, config.output_architecture)
+
+
+def _expert_mlps(path: str, dtype: torch.dtype, base_sd: dict[str, torch.Tensor], mlp_prefixes: tuple[str, ...],
+                 acc: dict[str, torch.Tensor] | None) -> list[ExpertMLP]:
+    """Load one expert, keep its per-layer MLP weights (and add its shared weights into ``acc``)."""
+    model = load_dense(path, dtype)
+    layers = find_decoder_layers(model)
+    mlps = [tuple(t.clone() for t in dense_mlp_weights(m, f"{path} layer {i}")) for i, m in enumerate(layers.mlps())]
+    if acc is not None:
+        for key, value in model.state_dict().items():
+            if key in base_sd and not key.startswith(mlp_prefixes):
+                acc[key] = acc.get(key, torch.zeros_like(value, dtype=torch.float32)) + value.float()
+    del model
+    return mlps  # type: ignore[return-value]
+
+
+def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module, Any, MoEPlan]:
+    """Load base and experts, compute the gates, and build the MoE model in memory."""
+    base = load_dense(config.base_model, torch_dtype(config.dtype))
+    dtype = next(base.parameters()).dtype
+    processor = load_processor(config.base_model)
+    layers = find_decoder_layers(base)
+    for i, mlp in enumerate(layers.mlps()):
+        dense_mlp_weights(mlp, f"base layer {i} mlp")
+    base_sd = base.state_dict()
+    mlp_prefixes = tuple(f"{layers.path}.{i}.mlp." for i in range(len(layers)))
+    acc: dict[str, torch.Tensor] | None = {} if config.shared_weights == "average" else None
+    per_expert = [_expert_mlps(s.source_model, dtype, base_sd, mlp_prefixes, acc)
+                  for s in progress(config.experts, desc="loading experts", unit="expert")]
+    if acc is not None:
+        n = len(config.experts)
+        base.load_state_dict({k: (v / n).to(base_sd[k].dtype) for k, v in acc.items()}, strict=False)
+    hidden = int(layers.layers[0].post_attention_layernorm.weight.shape[0])
+    if config.gate_mode in ("hidden", "hidden_avg") and processor is None:
+        raise ConfigError(f"{config.base_model} has no processor or tokenizer", "save one with the base model")
+    gates = compute_gates(base, processor, config.experts, config.gate_mode, len(layers), hidden,
+                          config.seed, config.degenerate_threshold)
+    plan = MoEPlan(
+        num_experts=len(config.experts),
+        top_k=config.experts_per_token,
+        gates=gates,
+        experts=[[per_expert[e][i] for e in range(len(per_expert))] for i in range(len(layers))],
+        labels=[s.label for s in config.experts],
+    )
+    return arch.build(base, plan), processor, plan
+
+
+def merge(config: MergeConfig) -> MergeResult:
+    """Merge fine-tuned VLMs into a sparse MoE VLM (see ``moesaic merge --help``)."""
+    if not config.out:
+        raise ConfigError("no output folder given", "pass --out DIR (or set out: in the YAML)", param="out")
+    start = time.perf_counter()
+    arch = validate_merge(config)
+    log.info("merging %d experts into a %s MoE", len(config.experts), arch.name)
+    model, processor, plan = build_moe(config, arch)
+    with atomic_dir(config.out) as tmp:
+        arch.save(model, processor, tmp)
+        config.save(tmp)
+    degenerate = {layer for layer, _, _ in degenerate_pairs(plan.gates, plan.labels, config.degenerate_threshold)}
+    return MergeResult(
+        out=str(config.out), architecture=arch.name, native=arch.native, num_experts=plan.num_experts,
+        experts_per_token=plan.top_k, gate_mode=config.gate_mode, degenerate_layers=len(degenerate),
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,89 @@
+"""Working with merged MoE models of any output family: load, save, find routers, record routing.
+
+Every family's router (transformers' ``MixtralTopKRouter``, ``Qwen3VLMoeTextTopKRouter`` and moesaic's
+``TopKRouter``) lives at ``layer.mlp.gate``, holds ``weight`` (E, H) and returns
+(router_logits, top-k weights, top-k indices), so one forward hook records all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from moesaic.errors import ModelLoadError
+from moesaic.moe.layers import find_decoder_layers
+
+__all__ = ["load_moe", "save_moe", "routers", "record_routing", "is_generic"]
+
+
+def is_generic(folder: str | Path) -> bool:
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return False
+    data = json.loads(cfg.read_text(encoding="utf-8"))
+    return isinstance(data.get("moesaic"), dict) and data["moesaic"].get("kind") == "moesaic_generic_moe"
+
+
+def load_moe(folder: str | Path) -> tuple[nn.Module, Any]:
+    """(model, processor) of a merged MoE folder, whichever family it is."""
+    from moesaic.moe.generic import load_generic_moe
+    from moesaic.moe.loading import load_dense, load_processor
+
+    if is_generic(folder):
+        return load_generic_moe(folder)
+    model = load_dense(str(folder))
+    routers(model)  # raises when it is not an MoE
+    return model, load_processor(str(folder))
+
+
+def save_moe(model: nn.Module, processor: Any, folder: Path) -> None:
+    """Write a (possibly updated) MoE into ``folder`` in the format it came in."""
+    from moesaic.moe.generic import GenericOutput
+
+    if isinstance(getattr(model.config, "moesaic", None), dict):  # type: ignore[union-attr]
+        GenericOutput().save(model, processor, folder)
+        return
+    model.save_pretrained(folder)  # type: ignore[operator]
+    if processor is not None:
+        processor.save_pretrained(folder)
+
+
+def routers(model: nn.Module) -> list[nn.Module]:
+    """The router module of every decoder layer (raises when a layer has none)."""
+    layers = find_decoder_layers(model)
+    out = []
+    for i, layer in enumerate(layers.layers):
+        gate = getattr(layer.mlp, "gate", None)
+        if not isinstance(gate, nn.Module) or not isinstance(getattr(gate, "weight", None), torch.Tensor):
+            raise ModelLoadError(
+                f"layer {i} of {type(model).__name__} has no MoE router (mlp.gate)",
+                "pass a model written by `moesaic merge`",
+            )
+        out.append(gate)
+    return out
+
+
+@contextmanager
+def record_routing(model: nn.Module) -> Iterator[list[list[tuple[torch.Tensor, torch.Tensor]]]]:
+    """While active, ``calls[i]`` collects (router_logits (tokens, E), top-k indices (tokens, k)) of layer i."""
+    gates = routers(model)
+    calls: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in gates]
+
+    def hook(i: int) -> Any:
+        def _post(_module: nn.Module, _args: Any, output: Any) -> None:
+            calls[i].append((output[0], output[2]))
+
+        return _post
+
+    handles = [g.register_forward_hook(hook(i)) for i, g in enumerate(gates)]
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
