@@ -1,4 +1,20 @@
-"""Serving: an OpenAI- and SageMaker-compatible HTTP API with dynamic batching, limits and a playground."""
+"""Serving: an OpenAI- and SageMaker-compatible HTTP API with dynamic batching, limits and a playground.
+
+    moesaic serve                                   # starter experts, 127.0.0.1:8080 (SageMaker contract)
+    moesaic serve --model ./merged --api-key KEY    # any local VLM folder; Bearer key on all but /ping, /health
+    moesaic serve --model ./merged --engine vllm    # hand a natively loadable folder to `vllm serve`
+
+Routes: ``POST /v1/chat/completions`` (text + image_url parts: http(s) URL, data URL, bare base64;
+``stream: true`` gives SSE ``chat.completion.chunk`` events, the last one carrying
+``"moesaic": {"experts": [...]}``, then ``data: [DONE]``), ``GET /v1/models``, ``GET /ping``,
+``POST /invocations`` (``{"question", "image"}``, a chat body, or raw ``image/*`` bytes with
+``?question=``), ``GET /health``, ``GET /metrics`` (Prometheus), ``GET /`` (playground page), ``/docs``.
+
+Image URLs to loopback/private/metadata addresses are refused unless allowed with ``--allow-host``;
+local file paths in requests are never read. Limits: ``--max-body-bytes``, ``--max-images``,
+``--max-image-pixels``, ``--max-image-bytes``, ``--max-prompt-tokens`` (estimated as UTF-8 bytes / 4),
+``--max-tokens-limit``, ``--queue-size`` (503 + Retry-After when full), ``--request-timeout-s`` (504).
+"""
 
 from moesaic.serve.settings import ServeConfig, ServeSettings
 
