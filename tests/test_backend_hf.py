@@ -51,6 +51,22 @@ def test_batched_and_single_greedy_give_identical_tokens(family: str, backends) 
     assert singles[0].prompt_tokens != singles[1].prompt_tokens  # the batch really was padded
 
 
+@pytest.mark.parametrize("family", ["idefics3", "llava", "qwen3_vl"])
+def test_mixed_batch_text_only_multi_image_multi_turn(family: str, backends) -> None:  # type: ignore[no-untyped-def]
+    backend = backends[family]
+    image = _noise(6)
+    prompts = [
+        _ask(None, "hello"),
+        [Turn("user", (image, "and", _noise(7), "which one is red?"))],
+        [Turn("system", ("be brief",)), Turn("user", (image, "what?")), Turn("assistant", ("a cat",)),
+         Turn("user", ("sure?",))],
+    ]
+    batched = backend.generate_batch(prompts, GREEDY)
+    singles = [backend.generate(p, GREEDY) for p in prompts]
+    assert [a.details["token_ids"] for a in batched] == [a.details["token_ids"] for a in singles]
+    assert len({a.prompt_tokens for a in singles}) == 3
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_image_content_changes_logits(family: str, backends) -> None:  # type: ignore[no-untyped-def]
     backend = backends[family]
@@ -127,6 +143,8 @@ def test_blip2_takes_one_image(backends) -> None:  # type: ignore[no-untyped-def
     assert backend.max_images == 1
     with pytest.raises(InputError, match="at most 1 image"):
         backend.generate([Turn("user", (_noise(1), _noise(2), "two?"))], GREEDY)
+    with pytest.raises(InputError, match="none was given"):
+        backend.generate_batch([_ask(_noise(1), "one"), _ask(None, "text only")], GREEDY)
 
 
 def test_dtype_choice(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]

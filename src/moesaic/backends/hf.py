@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["HFBackend"]
 
-# model types whose processors place image tokens themselves and take one image per prompt
+# model types whose processors place the image tokens themselves: exactly one image per prompt
 _ONE_IMAGE = ("blip-2", "instructblip")
 
 
@@ -48,7 +48,8 @@ class HFBackend(Backend):
         self.name = name
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
-        self.max_images = 1 if getattr(model.config, "model_type", "") in _ONE_IMAGE else None
+        self.needs_image = getattr(model.config, "model_type", "") in _ONE_IMAGE
+        self.max_images = 1 if self.needs_image else None
         self.forward_calls = 0
         self._lock = threading.Lock()
         self._ends = eos_ids(model, self.tokenizer)
@@ -76,6 +77,8 @@ class HFBackend(Backend):
                 f"{self.name} takes at most {self.max_images} image(s) per prompt, got {images}",
                 f"send {self.max_images} image(s) or fewer",
             )
+        if self.needs_image and images == 0:
+            raise InputError(f"{self.name} answers about an image and none was given", "attach one image")
 
     def _run_generate(self, batch: "BatchFeature", params: GenerationParams, streamer: Any = None) -> "torch.Tensor":
         """One ``model.generate`` call; returns only the new ids (batch, new)."""
