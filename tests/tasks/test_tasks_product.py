@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -158,3 +159,35 @@ def test_smollm2_writer_is_checked_against_the_attributes(shirts: dict[str, Path
     assert find_violations(result.description, result.attributes) == []
     if result.fallback_used:  # the small LM's draft was rejected for a reason the result names
         assert result.draft and (result.violations or result.missing)
+
+
+def _tiny_causal_lm(path: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from moesaic.testing.tokenizers import bpe_tokenizer
+
+    tok = bpe_tokenizer(["<pad>", "<s>", "</s>"], bos="<s>", eos="</s>", pad="<pad>")
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_any_causal_lm_writer_by_path(shirts: dict[str, Path], tmp_path: Path) -> None:
+    from moesaic.experts.llm import CausalLMWriter
+
+    lm = _tiny_causal_lm(tmp_path / "lm")
+    cfg = DescribeProductConfig(image=str(shirts["green"]), writer=f"hf:{lm}", ocr=False, on_violation="report")
+    result = describe_product(cfg)
+    messages = render_messages(result.attributes, load_template())
+    direct = CausalLMWriter.shared(str(lm)).complete(messages, max_new_tokens=96).strip().split("\n\n")[0].strip()
+    assert result.description == direct and result.writer == f"hf:{lm}"
+    assert result.violations == find_violations(direct, result.attributes)
+    words = set(re.findall(r"[a-z]+", direct.lower()))
+    assert ("green" in result.missing) == ("green" not in words)

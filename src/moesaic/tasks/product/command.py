@@ -88,7 +88,8 @@ class ProductTask(Task):
         cfg = self.config
         assert isinstance(cfg, DescribeProductConfig)
         if is_starter(backend):
-            attrs, experts = attributes_from_experts(image, ocr=cfg.ocr), ["tagger", "colors"] + (["ocr"] * cfg.ocr)
+            attrs = attributes_from_experts(image, ocr=cfg.ocr)
+            experts = ["tagger", "colors", "ocr"] if cfg.ocr else ["tagger", "colors"]
         else:
             assert backend is not None
             attrs, experts = vlm_attributes(backend, image, cfg.max_new_tokens), []

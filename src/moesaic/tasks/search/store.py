@@ -14,6 +14,7 @@ caption, vector, extra)``, ``attrs(item_id, key, value)``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ class VectorStore:
         self.db.executemany("DELETE FROM items WHERE ref = ?", [(r,) for r in gone])
         return len(gone)
 
-    def query(self, vector: np.ndarray, k: int, where: list[tuple[str, str]] = ()) -> list[Hit]:  # type: ignore[assignment]
+    def query(self, vector: np.ndarray, k: int, where: Sequence[tuple[str, str]] = ()) -> list[Hit]:
         """The ``k`` nearest images by cosine similarity among those matching every filter."""
         import sqlite_vec
 
