@@ -30,7 +30,9 @@ def _ask(image: Image.Image | None, text: str) -> list[Turn]:
 
 @pytest.fixture(scope="module")
 def backends(tiny_model_dir) -> dict[str, HFBackend]:  # type: ignore[no-untyped-def]
-    return {f: load_backend(str(tiny_model_dir(f))) for f in FAMILIES}  # type: ignore[misc]
+    # cpu float32 pinned: exact batched == single equality is a float32 property, not a bf16 GPU one
+    cpu = BackendOptions(device="cpu", dtype="float32")
+    return {f: load_backend(str(tiny_model_dir(f)), cpu) for f in FAMILIES}  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -49,6 +51,19 @@ def test_batched_and_single_greedy_give_identical_tokens(family: str, backends) 
         ended = one.completion_tokens < GREEDY.max_new_tokens or one.details["token_ids"][-1] in backend._ends
         assert one.finish_reason == ("stop" if ended else "length")
     assert singles[0].prompt_tokens != singles[1].prompt_tokens  # the batch really was padded
+
+
+def test_batches_are_cut_at_max_batch_size(backends) -> None:  # type: ignore[no-untyped-def]
+    backend = backends["idefics3"]
+    prompts = [_ask(_noise(i), f"question {i}?") for i in range(3)]
+    backend.max_batch_size = 2
+    try:
+        calls = backend.forward_calls
+        answers = backend.generate_batch(prompts, GREEDY)
+        assert backend.forward_calls == calls + 2
+    finally:
+        backend.max_batch_size = 8
+    assert [a.details["token_ids"] for a in answers] == [backend.generate(p, GREEDY).details["token_ids"] for p in prompts]
 
 
 @pytest.mark.parametrize("family", ["idefics3", "llava", "qwen3_vl"])
@@ -165,3 +180,12 @@ def test_missing_folder_and_offline_hub_id_fail_with_hints(tmp_path) -> None:  #
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="CUDA is not available"):
             load_backend("moesaic-test/not-a-model", BackendOptions(device="cuda:0"))
+
+
+def test_auto_device_and_dtype() -> None:
+    from moesaic.backends.hf_load import resolve_device, resolve_dtype
+
+    device = resolve_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("float16", device) == torch.float16

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from moesaic.backends import load_backend
-from moesaic.backends.base import GenerationParams
+from moesaic.backends.base import BackendOptions, GenerationParams
 from moesaic.backends.compat import load_processor
 from moesaic.backends.git import GitBackend
 from moesaic.backends.hf import HFBackend
@@ -16,6 +16,9 @@ from moesaic.backends.vilt import ViltBackend
 from moesaic.errors import InputError
 from moesaic.inputs.messages import Turn
 from moesaic.testing import VILT_LABELS
+
+
+CPU = BackendOptions(device="cpu", dtype="float32")  # compared against direct float32 cpu forwards
 
 
 def _noise(seed: int) -> Image.Image:
@@ -39,7 +42,7 @@ def test_vilt_answers_with_the_argmax_label(tiny_model_dir) -> None:  # type: ig
     from transformers import ViltForQuestionAnswering
 
     path = tiny_model_dir("vilt")
-    backend = load_backend(str(path))
+    backend = load_backend(str(path), CPU)
     assert isinstance(backend, ViltBackend) and backend.max_images == 1
     image, question = _noise(1), "what color is the shirt?"
     answer = backend.generate(_ask(image, question))
@@ -56,7 +59,7 @@ def test_vilt_answers_with_the_argmax_label(tiny_model_dir) -> None:  # type: ig
 
 
 def test_vilt_batch_is_one_forward_and_matches_singles(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
-    backend = load_backend(str(tiny_model_dir("vilt")))
+    backend = load_backend(str(tiny_model_dir("vilt")), CPU)
     prompts = [_ask(_noise(i), q) for i, q in enumerate(["is it a cat?", "how many dogs are there in the grass?"])]
     singles = backend.scores(prompts[:1]), backend.scores(prompts[1:])  # type: ignore[attr-defined]
     calls = backend.forward_calls  # type: ignore[attr-defined]
@@ -68,7 +71,7 @@ def test_vilt_batch_is_one_forward_and_matches_singles(tiny_model_dir) -> None: 
 
 
 def test_vilt_needs_one_image(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
-    backend = load_backend(str(tiny_model_dir("vilt")))
+    backend = load_backend(str(tiny_model_dir("vilt")), CPU)
     with pytest.raises(InputError, match="exactly one image"):
         backend.generate([Turn("user", ("no image here",))])
 
@@ -78,7 +81,7 @@ def test_git_tokens_equal_direct_generate(question: str, tiny_model_dir) -> None
     from transformers import GitForCausalLM
 
     path = tiny_model_dir("git")
-    backend = load_backend(str(path))
+    backend = load_backend(str(path), CPU)
     assert isinstance(backend, GitBackend) and not isinstance(backend, HFBackend)
     image = _noise(2)
     answer = backend.generate(_ask(image, question), GenerationParams(max_new_tokens=8))
@@ -101,7 +104,7 @@ def test_git_tokens_equal_direct_generate(question: str, tiny_model_dir) -> None
 
 
 def test_git_seeded_sampling_is_reproducible(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
-    backend = load_backend(str(tiny_model_dir("git")))
+    backend = load_backend(str(tiny_model_dir("git")), CPU)
     params = GenerationParams(max_new_tokens=10, temperature=1.0, seed=11)
     prompt = _ask(_noise(3), "")
     a, b = backend.generate(prompt, params), backend.generate(prompt, params)

@@ -54,7 +54,6 @@ def encode_conversations(
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
     messages = [turns_to_messages(turns) for turns in conversations]
     batch = processor.apply_chat_template(
         messages,
