@@ -47,7 +47,7 @@ class ExpertSpec(FrozenModel):
 class MergeConfig(CommandConfig):
     """``moesaic merge merge.yaml --out DIR``: build a sparse MoE VLM from a base and its fine-tuned experts."""
 
-    config_file_positional: ClassVar[bool] = True  # the CLI's first positional is the YAML file
+    # No positional fields: the CLI then reads `moesaic merge merge.yaml --out DIR` as `--config merge.yaml`.
 
     base_model: str = Field(min_length=1, description="the dense model the shared (non-MLP) weights come from")
     experts: list[ExpertSpec] = Field(min_length=1, description="one entry per expert")
