@@ -83,3 +83,22 @@ def test_parse_tag_list_is_what_tag_uses(vlm: tuple[str, Any], shirt: Path) -> N
     raw = prompt_backend(backend, [image], prompt, 8).text
     result = tag(TagConfig(image=str(shirt), model=path, top_k=3, max_new_tokens=8))
     assert [t.label for t in result.tags] == parse_tag_list(raw, 3)
+
+
+def test_batch_vqa_takes_each_rows_question(vlm: tuple[str, Any], shirt: Path, tmp_path: Path) -> None:
+    import json
+
+    from moesaic.tasks.batch import BatchConfig, batch
+
+    path, backend = vlm
+    listing = tmp_path / "qs.csv"
+    listing.write_text(f"image,question\n{shirt},What colour is it?\n{shirt},Is it a shirt?\n")
+    out = tmp_path / "answers.jsonl"
+    result = batch(BatchConfig(task="vqa", input=str(listing), out=str(out), model=path,
+                               options={"max_new_tokens": 5}))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert result.done == 2 and [r["question"] for r in rows] == ["What colour is it?", "Is it a shirt?"]
+    image = Image.open(shirt).convert("RGB")
+    assert rows[1]["text"] == prompt_backend(backend, [image], "Is it a shirt?", 5).text.strip()
+    assert len({r["id"] for r in rows}) == 2  # one image, two questions: two rows to resume by
+    assert batch(BatchConfig(task="vqa", input=str(listing), out=str(out), model=path)).skipped == 2

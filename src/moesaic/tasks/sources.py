@@ -1,12 +1,14 @@
 """Lists of images for ``moesaic index`` and ``moesaic batch``: a folder (recursive), a CSV or a JSONL file.
 
 CSV/JSONL rows name their image in an ``image``, ``path``, ``url`` or ``file`` column; relative paths are
-resolved against the file's folder; other columns travel along as metadata.
+resolved against the file's folder; other columns travel along as metadata. A row's key (what ``batch``
+resumes by and ``index`` stores) is its ``id`` column when there is one.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +46,19 @@ def _row(data: dict[str, object], base: Path, where: str) -> ImageRow:
     if column is None:
         raise InputError(f"{where} has no image column", f"name the image in a column called one of {IMAGE_COLUMNS}")
     ref = _resolve(str(lowered[column]).strip(), base)
-    extra = {k: str(v) for k, v in lowered.items() if k != column and v not in (None, "")}
-    return ImageRow(id=ref, ref=ref, extra=extra)
+    extra = {k: str(v) for k, v in lowered.items() if k not in (column, "id") and v not in (None, "")}
+    return ImageRow(id=_row_id(ref, lowered.get("id"), extra), ref=ref, extra=extra)
+
+
+def _row_id(ref: str, given: object, extra: dict[str, str]) -> str:
+    """The row's ``id`` column, else the image reference (plus a digest of the other columns, so two rows
+    asking different questions about one image stay two rows)."""
+    if given not in (None, ""):
+        return str(given)
+    if not extra:
+        return ref
+    digest = hashlib.sha1(json.dumps(extra, sort_keys=True).encode("utf-8")).hexdigest()[:10]
+    return f"{ref}#{digest}"
 
 
 def _from_csv(path: Path) -> list[ImageRow]:

@@ -67,7 +67,7 @@ def _fingerprint(row: ImageRow, with_hash: bool) -> Fingerprint:
 
 def _plan(store: VectorStore, row: ImageRow) -> tuple[str, Fingerprint]:
     """"skip" | "touch" | "new" | "changed", with the fingerprint to store."""
-    old = store.fingerprint(row.id)
+    old = store.fingerprint(row.ref)
     if old is None:
         return "new", _fingerprint(row, with_hash=True)
     if row.local is None:
@@ -92,15 +92,15 @@ def index(config: IndexConfig) -> IndexResult:
             action, fp = _plan(store, row)
             counts[action] += 1
             if action == "touch":
-                store.touch(row.id, fp)
+                store.touch(row.ref, fp)
             elif action in ("new", "changed"):
                 described = embedder.describe(open_image(row.ref), row.extra)
-                store.upsert(row.id, fp, described.caption, described.vector, described.attrs, row.extra)
+                store.upsert(row.ref, fp, described.caption, described.vector, described.attrs, row.extra)
                 pending += 1
                 if pending % COMMIT_EVERY == 0:
                     store.db.commit()
                     store.db.execute("BEGIN")
-        removed = store.remove_missing({r.id for r in rows}) if config.prune else 0
+        removed = store.remove_missing({r.ref for r in rows}) if config.prune else 0
         store.db.commit()
         total = store.count()
     config.save(Path(config.db).parent, name=Path(config.db).name + ".config.yaml")
