@@ -54,10 +54,11 @@ def image_data_url(ref: str) -> str:
 
 
 def load_sample_image(ref: str) -> "Image.Image":
-    """Decode a dataset image with moesaic's image loader (local paths allowed: the dataset is trusted)."""
-    from moesaic.inputs.images import ImagePolicy, load_image
+    """Decode a dataset image: local files with the photo-format allowlist, other references (URLs, data
+    URLs, base64) through :func:`moesaic.inputs.images.load_image` with the CLI's policy."""
+    from moesaic.tasks.base import open_image
 
-    return load_image(ref, ImagePolicy(allow_local_paths=True))
+    return open_image(ref)
 
 
 class Answerer(ABC):
