@@ -13,7 +13,7 @@ from moesaic.backends.git import GitBackend
 from moesaic.backends.hf import HFBackend
 from moesaic.backends.registry import resolve_backend
 from moesaic.backends.vilt import ViltBackend
-from moesaic.errors import InputError
+from moesaic.errors import InputError, ModelLoadError
 from moesaic.inputs.messages import Turn
 from moesaic.testing import VILT_LABELS
 
@@ -36,6 +36,13 @@ def _ask(image: Image.Image, text: str) -> list[Turn]:
 )
 def test_registry_routes_by_model_type(family: str, backend: str, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     assert resolve_backend(str(tiny_model_dir(family))).name == backend
+
+
+def test_generic_backend_refuses_a_classifier_with_a_hint(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelLoadError) as info:
+        load_backend(str(tiny_model_dir("vilt")), CPU, backend="hf")
+    assert "not an image-text-to-text model" in info.value.message
+    assert "--backend" in (info.value.hint or "")
 
 
 def test_vilt_answers_with_the_argmax_label(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]

@@ -52,6 +52,14 @@ def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
 def _load_error(model: str, exc: Exception) -> ModelLoadError:
     path = Path(model).expanduser()
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Unrecognized configuration class" in first_line:
+        from moesaic.backends.registry import list_backends
+
+        names = ", ".join(spec.name for spec in list_backends())
+        return ModelLoadError(
+            f"{model} is not an image-text-to-text model the generic backend can load ({first_line})",
+            f"let moesaic pick the backend from config.json (drop --backend), or name one of: {names}",
+        )
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         if not path.exists():
             return ModelLoadError(f"model folder {model} does not exist", "check the path you passed")
