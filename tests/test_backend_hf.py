@@ -151,6 +151,10 @@ def test_text_only_prompt_and_from_objects(backends) -> None:  # type: ignore[no
     a, b = loaded.generate(prompt, GREEDY), built.generate(prompt, GREEDY)
     assert a.details["token_ids"] == b.details["token_ids"] and len(a.details["token_ids"]) > 0
     assert b.model == "built"
+    bare = tiny_processor("llava")
+    bare.chat_template = None
+    with pytest.raises(ModelLoadError, match="no chat template"):
+        HFBackend.from_objects(built.model, bare, name="bare")
 
 
 def test_blip2_takes_one_image(backends) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from moesaic.backends.hf_chat import (
     generation_kwargs,
     seeded,
 )
-from moesaic.errors import InputError
+from moesaic.errors import InputError, ModelLoadError
 from moesaic.inputs.messages import Turn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +67,11 @@ class HFBackend(Backend):
         cls, model: "PreTrainedModel", processor: "ProcessorMixin", name: str = "model", max_batch_size: int = 8
     ) -> "HFBackend":
         """Wrap an already-built (model, processor) pair, e.g. a freshly merged model."""
+        if not getattr(processor, "chat_template", None):
+            raise ModelLoadError(
+                f"the processor given for {name!r} has no chat template",
+                "set processor.chat_template (or load the processor with the model's chat_template.jinja)",
+            )
         return cls(model, processor, name=name, max_batch_size=max_batch_size)
 
     # --- generation -------------------------------------------------------------------------------
