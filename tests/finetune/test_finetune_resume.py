@@ -76,3 +76,24 @@ def test_killed_run_resumes_to_the_same_weights(ft_model, colour_data: Path, tmp
         return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert losses(out) == pytest.approx(losses(tmp_path / "straight"), abs=1e-5)
     assert len(losses(out)) == 60
+
+
+def test_resume_refuses_a_checkpoint_of_another_method(ft_model, colour_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from moesaic.errors import ConfigError
+
+    cfg = {**_config(ft_model("idefics3"), colour_data, tmp_path / "run", "lora"), "max_steps": 2, "save_every": 1}
+    finetune(FinetuneConfig.validated(cfg))
+    with pytest.raises(ConfigError, match="trained other parameters") as info:
+        finetune(FinetuneConfig.validated({**cfg, "method": "full"}))
+    assert "--no-resume" in (info.value.hint or "")
+    fresh = finetune(FinetuneConfig.validated({**cfg, "method": "full", "resume": False}))
+    assert fresh.resumed_from is None and fresh.steps == 2
+
+
+def test_metrics_log_is_cut_back_to_the_checkpoint_even_when_torn(tmp_path: Path) -> None:
+    from moesaic.finetune.loop import _metrics_resume
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.2}\n{"step": 4, "lo')
+    _metrics_resume(log, 2)
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2]

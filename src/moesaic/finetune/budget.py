@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from moesaic.errors import ImageError, MoesaicError
 from moesaic.finetune.config import BudgetSettings
 from moesaic.finetune.data import DataError, Sample
 from moesaic.finetune.encode import Encoded, encode_sample
@@ -75,11 +76,15 @@ def load_sample_image(ref: str) -> Any:
     """Decode one image reference (path, URL, data URL, base64) as RGB."""
     try:
         from moesaic.inputs.images import ImagePolicy, load_image
-    except ImportError:  # the shared loader has not landed: local files only
-        from PIL import Image
+    except ImportError:  # the shared loader is absent from this build: local files only
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(ref) as img:
-            return img.convert("RGB")
+        try:
+            with Image.open(ref) as img:
+                return img.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ImageError(f"cannot read image {ref[:80]}: {exc}",
+                             "use local image files (URLs need moesaic.inputs.images)") from None
     return load_image(ref, ImagePolicy(allow_local_paths=True)).convert("RGB")
 
 
@@ -113,7 +118,10 @@ def prepare(processor: Any, samples: list[Sample], budget: BudgetSettings,
     dropped: list[int] = []
     before: list[int] = []
     for sample in progress(samples, desc="counting tokens", unit="sample"):
-        originals = [load_sample_image(ref) for ref in sample.images]
+        try:
+            originals = [load_sample_image(ref) for ref in sample.images]
+        except MoesaicError as exc:
+            raise DataError(f"row {sample.row}: {exc.message}", exc.hint) from None
         sample.pil = originals
         first = encode_sample(processor, sample, image_token)
         before.append(first.n_image_tokens)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moesaic.atomic import atomic_dir
+from moesaic.errors import ConfigError
 
 __all__ = ["TrainState", "save_checkpoint", "latest_checkpoint", "load_checkpoint", "trainable_state"]
 
@@ -91,6 +92,11 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) ->
 
     weights = load_file(str(folder / "trainable.safetensors"))
     params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.requires_grad}
+    if set(weights) != expected:
+        raise ConfigError(f"checkpoint {folder} was written by a run that trained other parameters "
+                          f"({len(weights)} tensors saved, {len(expected)} trainable now)",
+                          "resume with the same method/LoRA settings, use a new output_dir, or pass --no-resume")
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -58,7 +59,13 @@ def _metrics_resume(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint, so the log matches an uninterrupted run."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln).get("step", 0) <= step:
+                keep.append(ln)
+        except json.JSONDecodeError:  # a line torn by the kill
+            continue
     from moesaic.atomic import atomic_write_text
 
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
@@ -72,6 +79,9 @@ def train_loop(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pro
     plan = plan_steps(len(items), config, accelerator.num_processes)
     raw = accelerator.unwrap_model(model)
     state, resumed = TrainState(), None
+    if not config.resume and accelerator.is_main_process and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)  # a fresh run must not mix with (or be pruned against) an old run's steps
+    accelerator.wait_for_everyone()
     if config.resume and (found := latest_checkpoint(ckpt_root)) is not None:
         state, resumed = load_checkpoint(found, raw, optimizer, scheduler), found
         log.info("resuming from %s (step %d)", found, state.step)
