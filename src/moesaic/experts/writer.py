@@ -1,0 +1,131 @@
+"""Writers turn the experts' findings into an answer.
+
+- :func:`grounded_answer` (the default) states only what the experts found, with their confidence:
+  ``This looks like an espresso (96%). Dominant colours: brown (36%), orange (17%), black (16%).``
+- :func:`llm_answer` asks a small causal LM (SmolLM2-135M by default) to rewrite those grounded facts
+  fluently. It reads better when it works, but the 135M model drops and invents facts; measured with
+  ``benchmarks/starter_writer.py`` (see :mod:`moesaic.experts.factcheck`), so it is opt-in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+from moesaic.experts.findings import ColorFinding, ImageFindings, TagFinding, TextFinding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moesaic.experts.llm import CausalLMWriter
+    from moesaic.experts.router import Route
+
+__all__ = ["WriterName", "grounded_answer", "describe_image", "llm_answer", "pct", "with_article", "asked_thing"]
+
+WriterName = Literal["template", "llm"]
+
+CONFIDENT = 0.5
+GENERIC_TEXT_SCORE = 0.8
+_ASKED = re.compile(r"\b(?:is|are)\s+(?:this|that|it|there|these|those)\s+(?:an?|any|some)\s+([a-z][a-z -]*?)\s*[?.!]*$")
+
+
+def pct(score: float) -> str:
+    value = round(score * 100)
+    return "<1%" if value < 1 else f"{value}%"
+
+
+def with_article(label: str) -> str:
+    return ("an " if label[:1].lower() in "aeiou" else "a ") + label
+
+
+def asked_thing(question: str) -> str | None:
+    """The thing a yes/no question asks about: "Is there a cat?" → "cat"."""
+    m = _ASKED.search(question.lower().strip())
+    return m.group(1).strip() if m else None
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _tags_sentence(tags: list[TagFinding], question: str) -> str:
+    if not tags:
+        return "I could not recognise anything in it."
+    top = tags[0]
+    thing = asked_thing(question)
+    if thing:
+        wanted = _singular(thing.split()[-1])
+        hit = next((t for t in tags if wanted in {_singular(w) for w in t.label.lower().split()}), None)
+        if hit is not None:
+            return f"Yes: it looks like {with_article(hit.label)} ({pct(hit.score)})."
+        return f"I don't see {with_article(thing)}; it looks like {with_article(top.label)} ({pct(top.score)})."
+    if top.score >= CONFIDENT or len(tags) == 1:
+        return f"This looks like {with_article(top.label)} ({pct(top.score)})."
+    second = tags[1]
+    return (
+        f"This might be {with_article(top.label)} ({pct(top.score)}) "
+        f"or {with_article(second.label)} ({pct(second.score)})."
+    )
+
+
+def _colors_sentence(colors: list[ColorFinding], asked: bool) -> str:
+    if not colors:
+        return "I could not measure its colours."
+    named = [f"{c.name} ({pct(c.share)})" for c in colors]
+    if asked:
+        listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+        return f"The main colours are {listed}." if len(named) > 1 else f"The main colour is {listed}."
+    return "Dominant colours: " + ", ".join(named) + "."
+
+
+def _text_sentence(lines: list[TextFinding], asked: bool) -> str | None:
+    if not asked:  # a generic question mentions text only when it is clearly there
+        lines = [ln for ln in lines if ln.score >= GENERIC_TEXT_SCORE and sum(ch.isalnum() for ch in ln.text) >= 3]
+    if not lines:
+        return "I could not find any legible text." if asked else None
+    quoted = " / ".join(f'"{ln.text}"' for ln in lines)
+    return f"The text reads: {quoted}." if asked else f"Text: {quoted}."
+
+
+def describe_image(question: str, route: "Route", findings: ImageFindings) -> str:
+    """The grounded sentences for one image, in tagger, text, colours order."""
+    sentences = []
+    if findings.tags is not None:
+        sentences.append(_tags_sentence(findings.tags, question))
+    if findings.text is not None:
+        text = _text_sentence(findings.text, asked=not route.generic)
+        if text:
+            sentences.append(text)
+    if findings.colors is not None:
+        sentences.append(_colors_sentence(findings.colors, asked=not route.generic and "colors" in route.experts))
+    return " ".join(sentences)
+
+
+def grounded_answer(question: str, route: "Route", images: list[ImageFindings]) -> str:
+    """State only what the experts found; several images get "Image 1: … Image 2: …"."""
+    parts = [describe_image(question, route, f) for f in images]
+    if len(parts) == 1:
+        return parts[0]
+    return " ".join(f"Image {i}: {p}" for i, p in enumerate(parts, 1))
+
+
+LLM_SYSTEM = (
+    "You answer questions about an image using only the facts given. Write one or two short sentences. "
+    "Do not add objects, colours, text or numbers that are not in the facts."
+)
+
+
+def llm_answer(
+    question: str,
+    route: "Route",
+    images: list[ImageFindings],
+    writer: "CausalLMWriter",
+    max_new_tokens: int = 60,
+    **decoding: Any,
+) -> str:
+    """Ask the LM to rewrite the grounded facts as a fluent answer to ``question``."""
+    facts = grounded_answer(question, route, images)
+    messages = [
+        {"role": "system", "content": LLM_SYSTEM},
+        {"role": "user", "content": f"Facts: {facts}\nQuestion: {question or 'What is in this image?'}"},
+    ]
+    text = writer.complete(messages, max_new_tokens=max_new_tokens, **decoding)
+    return text or facts
