@@ -102,3 +102,15 @@ def test_batch_vqa_takes_each_rows_question(vlm: tuple[str, Any], shirt: Path, t
     assert rows[1]["text"] == prompt_backend(backend, [image], "Is it a shirt?", 5).text.strip()
     assert len({r["id"] for r in rows}) == 2  # one image, two questions: two rows to resume by
     assert batch(BatchConfig(task="vqa", input=str(listing), out=str(out), model=path)).skipped == 2
+
+
+def test_vlm_writer_gets_the_hidden_template_as_text_turns(vlm: tuple[str, Any]) -> None:
+    from moesaic.inputs.messages import Turn
+    from moesaic.tasks.product import ProductAttributes
+    from moesaic.tasks.product.writer import load_template, render_messages, write_description
+
+    _, backend = vlm
+    attrs = ProductAttributes(category="top", item_type="t-shirt", colours=["red"])
+    text = write_description(attrs, "vlm", backend=backend, max_new_tokens=6)
+    turns = [Turn(role=m["role"], parts=(m["content"],)) for m in render_messages(attrs, load_template())]
+    assert text == backend.generate(turns, _params(6)).text.strip().split("\n\n")[0].strip()
