@@ -86,15 +86,15 @@ def _text_sentence(lines: list[TextFinding], asked: bool) -> str | None:
 
 
 def describe_image(question: str, route: "Route", findings: ImageFindings) -> str:
-    """The grounded sentences for one image, in tagger, text, colours order."""
+    """The grounded sentences for one image, in tagger, text, colours order (routed experts only)."""
     sentences = []
-    if findings.tags is not None:
+    if findings.tags is not None and "tagger" in route.experts:
         sentences.append(_tags_sentence(findings.tags, question))
-    if findings.text is not None:
+    if findings.text is not None and "ocr" in route.experts:
         text = _text_sentence(findings.text, asked=not route.generic)
         if text:
             sentences.append(text)
-    if findings.colors is not None:
+    if findings.colors is not None and "colors" in route.experts:
         sentences.append(_colors_sentence(findings.colors, asked=not route.generic and "colors" in route.experts))
     return " ".join(sentences)
 
