@@ -177,7 +177,7 @@ def timeline(clips: list[ClipAnswer]) -> str:
             merged[-1][1] = c.end
         else:
             merged.append([c.start, c.end, c.answer])
-    return "; ".join(f"{s:.1f}–{e:.1f}s: {a}" for s, e, a in merged)
+    return "; ".join(f"{s:.1f}–{e:.1f}s: {a.strip().rstrip('.')}" for s, e, a in merged)
 
 
 def chain_prompt(question: str, clips: list[ClipAnswer]) -> str:
