@@ -108,3 +108,12 @@ def attr_dataset(images: dict[str, Path]) -> Path:
         {"id": "p1", "image": "img/red.png", "attributes": {"color": "red", "size": "small"}},
         {"id": "p2", "image": "img/blue.png", "attributes": {"color": "blue", "size": "large"}},
     ])
+
+
+@pytest.fixture(scope="session")
+def eval_tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random Idefics3 and LLaVA (seed 0) saved once per session by the shared factories."""
+    from moesaic.testing import make_tiny_model
+
+    root = tmp_path_factory.mktemp("eval_tiny_vlms")
+    return {fam: make_tiny_model(fam, root / fam, seed=0) for fam in ("idefics3", "llava")}

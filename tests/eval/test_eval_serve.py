@@ -16,11 +16,9 @@ from moesaic.eval import EvalConfig, evaluate
 pytest.importorskip("uvicorn")
 
 
-@pytest.fixture(scope="module")
-def tiny_idefics3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from moesaic.testing import make_tiny_model
-
-    return make_tiny_model("idefics3", tmp_path_factory.mktemp("tiny") / "idefics3")
+@pytest.fixture
+def tiny_idefics3(eval_tiny_vlms: dict[str, Path]) -> Path:
+    return eval_tiny_vlms["idefics3"]
 
 
 @pytest.fixture

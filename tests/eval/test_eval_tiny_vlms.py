@@ -23,14 +23,6 @@ FAMILIES = ("idefics3", "llava")
 GEN = {"max_new_tokens": 8}
 
 
-@pytest.fixture(scope="module")
-def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from moesaic.testing import make_tiny_model
-
-    root = tmp_path_factory.mktemp("tiny_vlms")
-    return {fam: make_tiny_model(fam, root / fam, seed=0) for fam in FAMILIES}
-
-
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
@@ -57,8 +49,9 @@ def _hand_computed(answers: list[str]) -> dict[str, float]:
             "token_f1": (1 + 2 * n1 / (2 * n1 + 1)) / 3}
 
 
-def test_eval_tiny_idefics3_and_llava(tmp_path: Path, tiny_vlms: dict[str, Path], images: dict[str, Path],
+def test_eval_tiny_idefics3_and_llava(tmp_path: Path, eval_tiny_vlms: dict[str, Path], images: dict[str, Path],
                                       capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_vlms = eval_tiny_vlms
     data = images["red"].parent.parent / "qa.jsonl"
     write_jsonl(data, _rows([["placeholder"]] * 3))
     config = {
