@@ -34,13 +34,24 @@ def test_chat_route_with_a_local_file(endpoint, photo):
     result = ask_endpoint(config(image=str(photo), endpoint=endpoint))
     assert result.answer == "blue about what colour?"
     assert result.experts == ["colors", "echo"] and result.model == "colors" and result.latency_s > 0
+    assert result.finish_reason == "stop" and result.question == "What colour?"
+
+
+def test_generation_settings_and_bare_base64_travel(endpoint, photo):
+    import base64
+
+    bare = base64.b64encode(photo.read_bytes()).decode()
+    result = ask_endpoint(config(image=bare, endpoint=endpoint, max_tokens=2))
+    assert result.answer == "blue about" and result.finish_reason == "length"
+    sm = ask_endpoint(config(image=bare, endpoint=endpoint, max_tokens=2, route="invocations"))
+    assert sm.answer == "blue about" and sm.finish_reason == "length"
 
 
 def test_streaming_calls_on_delta_and_returns_the_whole_answer(endpoint, photo):
     deltas: list[str] = []
     result = ask_endpoint(config(image=str(photo), endpoint=endpoint + "/v1/", stream=True), on_delta=deltas.append)
     assert len(deltas) == 4 and "".join(deltas) == result.answer == "blue about what colour?"
-    assert result.experts == ["colors", "echo"]
+    assert result.experts == ["colors", "echo"] and result.finish_reason == "stop"
 
 
 def test_invocations_route(endpoint, photo):

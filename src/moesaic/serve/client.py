@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from moesaic.inputs.policy import ImagePolicy
 
 __all__ = ["ask_endpoint", "EndpointError", "image_data_url", "base_url"]
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 
 
 class EndpointError(MoesaicError):
@@ -38,7 +42,8 @@ def base_url(endpoint: str) -> str:
 
 
 def image_data_url(ref: str, policy: "ImagePolicy | None" = None) -> str:
-    """A data URL for a local file or an http(s) URL (fetched here, under ``policy``); data URLs pass through."""
+    """A data URL for a local file or an http(s) URL (fetched here, under ``policy``); data URLs and bare
+    base64 pass through."""
     if ref.startswith("data:"):
         return ref
     if ref.startswith(("http://", "https://")):
@@ -49,6 +54,8 @@ def image_data_url(ref: str, policy: "ImagePolicy | None" = None) -> str:
     else:
         path = Path(ref).expanduser()
         if not path.is_file():
+            if len(ref) > 64 and _BASE64.fullmatch(ref):
+                return ref  # bare base64: the server decodes it
             raise ImageError(f"image file {ref} does not exist", "pass an existing image path or an http(s) URL")
         data = path.read_bytes()
     return f"data:{_mime(data, ref)};base64," + base64.b64encode(data).decode("ascii")
@@ -90,13 +97,13 @@ def _served_model(client: httpx.Client, root: str, wanted: str) -> str:
 def _chat_body(config: "AskConfig", model: str, image: str | None) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image}}] if image else []
     parts.append({"type": "text", "text": config.question})
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": parts}],
-                            "stream": bool(config.stream)}
-    for key in ("max_tokens", "temperature", "top_p", "seed"):
-        value = getattr(config, key, None)
-        if value is not None:
-            body[key] = value
-    return body
+    return {"model": model, "messages": [{"role": "user", "content": parts}], "stream": bool(config.stream),
+            **_generation(config)}
+
+
+def _generation(config: "AskConfig") -> dict[str, Any]:
+    keys = ("max_tokens", "temperature", "top_p", "seed")
+    return {k: v for k in keys if (v := getattr(config, k, None)) is not None}
 
 
 def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -113,9 +120,16 @@ def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
         yield event
 
 
+class _Reply(NamedTuple):
+    text: str
+    model: str
+    experts: list[str]
+    finish_reason: str | None
+
+
 def _stream_chat(client: httpx.Client, url: str, body: dict[str, Any],
-                 on_delta: Callable[[str], None] | None) -> tuple[str, list[str]]:
-    text, experts = [], []
+                 on_delta: Callable[[str], None] | None) -> _Reply:
+    text, experts, finish = [], [], None
     with client.stream("POST", url, json=body) as response:
         if response.status_code >= 400:
             response.read()
@@ -123,12 +137,36 @@ def _stream_chat(client: httpx.Client, url: str, body: dict[str, Any],
         for event in _events(response):
             for choice in event.get("choices", []):
                 delta = choice.get("delta", {}).get("content") or ""
+                finish = choice.get("finish_reason") or finish
                 if delta:
                     text.append(delta)
                     if on_delta is not None:
                         on_delta(delta)
             experts = (event.get("moesaic") or {}).get("experts", experts)
-    return "".join(text), list(experts)
+    return _Reply("".join(text), body["model"], list(experts), finish)
+
+
+def _ask_chat(client: httpx.Client, root: str, config: "AskConfig", image: str | None,
+              on_delta: Callable[[str], None] | None) -> _Reply:
+    body = _chat_body(config, _served_model(client, root, config.model), image)
+    url = f"{root}/v1/chat/completions"
+    if config.stream:
+        return _stream_chat(client, url, body, on_delta)
+    response = client.post(url, json=body)
+    _raise_for(response)
+    data = response.json()
+    choice = data["choices"][0]
+    experts = list((data.get("moesaic") or {}).get("experts", []))
+    return _Reply(choice["message"]["content"], data.get("model", body["model"]), experts, choice.get("finish_reason"))
+
+
+def _ask_invocations(client: httpx.Client, root: str, config: "AskConfig", image: str | None) -> _Reply:
+    body = {"question": config.question, **({"image": image} if image else {}), **_generation(config)}
+    response = client.post(f"{root}/invocations", json=body)
+    _raise_for(response)
+    data = response.json()
+    return _Reply(data["answer"], data.get("model", config.model), list(data.get("experts", [])),
+                  data.get("finish_reason"))
 
 
 def ask_endpoint(
@@ -149,23 +187,11 @@ def ask_endpoint(
     started = time.perf_counter()
     try:
         with httpx.Client(headers=headers, timeout=httpx.Timeout(300.0, connect=10.0)) as client:
-            if getattr(config, "route", "chat") == "invocations":
-                body = {"question": config.question, **({"image": image} if image else {})}
-                response = client.post(f"{root}/invocations", json=body)
-                _raise_for(response)
-                data = response.json()
-                text, experts, model = data["answer"], list(data.get("experts", [])), data.get("model", config.model)
+            if config.route == "invocations":
+                reply = _ask_invocations(client, root, config, image)
             else:
-                model = _served_model(client, root, config.model)
-                body = _chat_body(config, model, image)
-                if config.stream:
-                    text, experts = _stream_chat(client, f"{root}/v1/chat/completions", body, on_delta)
-                else:
-                    response = client.post(f"{root}/v1/chat/completions", json=body)
-                    _raise_for(response)
-                    data = response.json()
-                    text = data["choices"][0]["message"]["content"]
-                    experts = list((data.get("moesaic") or {}).get("experts", []))
+                reply = _ask_chat(client, root, config, image, on_delta)
     except httpx.HTTPError as exc:
         raise EndpointError(f"could not reach {root}: {exc}", "check that the server runs and the URL") from None
-    return AskResult(answer=text, model=model, experts=experts, latency_s=time.perf_counter() - started)
+    return AskResult(answer=reply.text, model=reply.model, experts=reply.experts, question=config.question,
+                     finish_reason=reply.finish_reason, latency_s=time.perf_counter() - started)
