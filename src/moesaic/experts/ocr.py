@@ -21,7 +21,7 @@ from moesaic.experts._shared import shared_instance
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["TextLine", "OCR", "reading_order"]
+__all__ = ["TextLine", "OCR", "reading_order", "row_groups", "joined_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +48,36 @@ class TextLine:
         return min(p[0] for p in self.box) if self.box else 0.0
 
 
-def reading_order(lines: list[TextLine]) -> list[TextLine]:
-    """Rows top to bottom (a line joins a row when it overlaps the row's height by half), then left to right."""
-    rows: list[list[TextLine]] = []
-    for line in sorted(lines, key=lambda ln: ln.top):
-        height = max(line.bottom - line.top, 1.0)
+def _span(box: list[list[float]]) -> tuple[float, float]:
+    ys = [p[1] for p in box] or [0.0]
+    return min(ys), max(ys)
+
+
+def row_groups(boxes: list[list[list[float]]]) -> list[list[int]]:
+    """Indices of ``boxes`` grouped into rows (a box joins a row when it overlaps the row's height by
+    half), rows top to bottom, boxes in a row left to right."""
+    rows: list[list[int]] = []
+    for i in sorted(range(len(boxes)), key=lambda j: _span(boxes[j])[0]):
+        top, bottom = _span(boxes[i])
         for row in rows:
-            top, bottom = min(r.top for r in row), max(r.bottom for r in row)
-            overlap = min(bottom, line.bottom) - max(top, line.top)
-            if overlap >= 0.5 * min(height, bottom - top):
-                row.append(line)
+            r_top, r_bottom = min(_span(boxes[j])[0] for j in row), max(_span(boxes[j])[1] for j in row)
+            overlap = min(r_bottom, bottom) - max(r_top, top)
+            if overlap >= 0.5 * min(max(bottom - top, 1.0), max(r_bottom - r_top, 1.0)):
+                row.append(i)
                 break
         else:
-            rows.append([line])
-    return [line for row in rows for line in sorted(row, key=lambda ln: ln.left)]
+            rows.append([i])
+    return [sorted(row, key=lambda j: min((p[0] for p in boxes[j]), default=0.0)) for row in rows]
+
+
+def reading_order(lines: list[TextLine]) -> list[TextLine]:
+    """Rows top to bottom, then left to right (see :func:`row_groups`)."""
+    return [lines[i] for row in row_groups([ln.box for ln in lines]) for i in row]
+
+
+def joined_rows(texts: list[str], boxes: list[list[list[float]]]) -> list[str]:
+    """One string per row: the texts of a row joined by spaces (OCR often splits a line into words)."""
+    return [" ".join(texts[i] for i in row) for row in row_groups(boxes)]
 
 
 def _box_share(box: list[list[float]], width: int, height: int) -> float:

@@ -81,7 +81,11 @@ def _text_sentence(lines: list[TextFinding], asked: bool) -> str | None:
         lines = [ln for ln in lines if ln.score >= GENERIC_TEXT_SCORE and sum(ch.isalnum() for ch in ln.text) >= 3]
     if not lines:
         return "I could not find any legible text." if asked else None
-    quoted = " / ".join(f'"{ln.text}"' for ln in lines)
+    from moesaic.experts.ocr import joined_rows
+
+    rows = joined_rows([ln.text for ln in lines], [ln.box for ln in lines]) if all(ln.box for ln in lines) \
+        else [ln.text for ln in lines]
+    quoted = " / ".join(f'"{row}"' for row in rows)
     return f"The text reads: {quoted}." if asked else f"Text: {quoted}."
 
 
