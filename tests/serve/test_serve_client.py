@@ -54,6 +54,11 @@ def test_streaming_calls_on_delta_and_returns_the_whole_answer(endpoint, photo):
     assert result.experts == ["colors", "echo"] and result.finish_reason == "stop"
 
 
+def test_moesaic_ask_with_endpoint_goes_through_the_client(endpoint, photo):
+    result = ask.ask(config(image=str(photo), endpoint=endpoint, question="Colour?"))
+    assert result.answer == "blue about colour?" and result.experts == ["colors", "echo"]
+
+
 def test_invocations_route(endpoint, photo):
     result = ask_endpoint(config(image=str(photo), endpoint=endpoint, route="invocations"))
     assert result.answer == "blue about what colour?" and result.experts == ["colors", "echo"]
