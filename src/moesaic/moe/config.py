@@ -22,12 +22,14 @@ __all__ = [
     "GateMode",
     "OutputArchitectureName",
     "PROMPT_GATE_MODES",
+    "MERGE_CONFIG_NAME",
 ]
 
 GateMode = Literal["hidden", "hidden_avg", "random", "uniform"]
 OutputArchitectureName = Literal["auto", "mixtral", "qwen3_vl_moe", "generic"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 PROMPT_GATE_MODES: tuple[str, ...] = ("hidden", "hidden_avg")
+MERGE_CONFIG_NAME = "merge_config.yaml"  # the merge recipe, kept next to a model whose gates were retrained
 
 
 class ExpertSpec(FrozenModel):
@@ -107,3 +109,6 @@ class RouteReportConfig(CommandConfig):
     out: str | None = Field(None, description="folder for route_report.json and route_report.png")
     max_samples: int | None = Field(None, ge=1, description="use at most this many samples per domain")
     plot: bool = Field(True, description="write the heatmap PNG (needs matplotlib)")
+    count: Literal["content", "all"] = Field(
+        "content", description="content: skip chat-template and special tokens (shared by all domains); all: every token"
+    )

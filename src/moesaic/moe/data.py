@@ -20,7 +20,7 @@ import torch
 from moesaic.errors import InputError
 from moesaic.moe.prompts import encode, image_list, render_prompt
 
-__all__ = ["Sample", "load_samples", "encode_sample"]
+__all__ = ["Sample", "load_samples", "encode_sample", "template_ids"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,10 @@ def encode_sample(processor: Any, sample: Sample, with_answer: bool = True) -> d
     answer = sample.answer if with_answer else None
     text = render_prompt(processor, sample.question, len(sample.images), answer)
     return encode(processor, text, image_list(list(sample.images)))
+
+
+def template_ids(processor: Any) -> set[int]:
+    """Ids of the chat template's own tokens (an empty exchange) and of special tokens (image, bos…)."""
+    tok = getattr(processor, "tokenizer", processor)
+    ids = set(encode_sample(processor, Sample(question="", answer=""))["input_ids"].flatten().tolist())
+    return ids | set(getattr(tok, "all_special_ids", []) or [])

@@ -29,8 +29,8 @@ from torch import nn
 from moesaic.atomic import atomic_dir, atomic_write_bytes
 from moesaic.config import RESOLVED_CONFIG_NAME
 from moesaic.errors import ConfigError
-from moesaic.moe.config import TrainGatesConfig
-from moesaic.moe.data import Sample, encode_sample, load_samples
+from moesaic.moe.config import MERGE_CONFIG_NAME, TrainGatesConfig
+from moesaic.moe.data import Sample, encode_sample, load_samples, template_ids
 from moesaic.moe.gate_lm import lm_step
 from moesaic.moe.gates import capture_mlp_inputs
 from moesaic.moe.routing import load_moe, routers, save_moe
@@ -39,7 +39,6 @@ from moesaic.progress import progress
 __all__ = ["train_gates", "TrainGatesResult", "classify_features", "MERGE_CONFIG_NAME"]
 
 log = logging.getLogger(__name__)
-MERGE_CONFIG_NAME = "merge_config.yaml"
 
 
 class TrainGatesResult(BaseModel):
@@ -61,15 +60,22 @@ class TrainGatesResult(BaseModel):
 @torch.no_grad()
 def classify_features(model: nn.Module, processor: Any, sets: list[list[Sample]], pool: str
                       ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Per layer (n, hidden) features of every sample (or token), and (n,) expert labels."""
+    """Per layer (n, hidden) features of every sample (or content token), and (n,) expert labels.
+
+    ``pool="token"`` skips chat-template and special tokens: every expert's samples share them, so they
+    cannot be classified (and the router's choice for them is left to training-free defaults).
+    """
     feats: list[list[torch.Tensor]] | None = None
-    labels = []
+    labels: list[int] = []
+    skip = torch.tensor(sorted(template_ids(processor)))
     with capture_mlp_inputs(model) as captured:
         for expert, samples in enumerate(sets):
             for sample in progress(samples, desc=f"features: expert {expert}", unit="sample"):
-                model(**encode_sample(processor, sample))
-                rows = [h[0].float().mean(0, keepdim=True) if pool == "mean" else h[0].float()
-                        for h in captured if h is not None]  # each (1 or seq, hidden)
+                inputs = encode_sample(processor, sample)
+                model(**inputs)
+                keep = ~torch.isin(inputs["input_ids"][0], skip)  # (seq,)
+                rows = [h[0].float().mean(0, keepdim=True) if pool == "mean" else h[0, keep].float()
+                        for h in captured if h is not None]  # each (1 or content tokens, hidden)
                 feats = [[r] for r in rows] if feats is None else [f + [r] for f, r in zip(feats, rows, strict=True)]
                 labels += [expert] * rows[0].shape[0]
     assert feats is not None
@@ -142,13 +148,14 @@ def train_gates(config: TrainGatesConfig) -> TrainGatesResult:
         g.weight.requires_grad_(True)
     opt = torch.optim.Adam([g.weight for g in gates], lr=config.lr)
     fp, state_dir = _fingerprint(config), _state_dir(out)
-    start, first = _load_state(state_dir, gates, opt, fp) if config.resume else (0, None)
+    # features come from the model as loaded (before a checkpoint's gates), so a resumed run sees the same data
     feats, y = classify_features(model, processor, sets, config.pool) if config.objective == "classify" else ([], None)
+    start, first = _load_state(state_dir, gates, opt, fp) if config.resume else (0, None)
     flat = [(e, s) for e, samples in enumerate(sets) for s in samples]
-    gen = torch.Generator().manual_seed(config.seed + start)
     loss = torch.tensor(float("nan"))
     for step in progress(range(start, config.steps), desc="training gates", total=config.steps - start, unit="step"):
         opt.zero_grad()
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # per step: resumes replay exactly
         if y is not None:
             idx = torch.randint(len(y), (min(config.batch_size, len(y)),), generator=gen)
             loss = _classify_loss(gates, feats, y, idx)
@@ -157,14 +164,14 @@ def train_gates(config: TrainGatesConfig) -> TrainGatesResult:
             picks = torch.randint(len(flat), (config.batch_size,), generator=gen).tolist()
             loss = lm_step(model, processor, [flat[i][1] for i in picks], config.load_balance)
         opt.step()
-        first = float(loss) if first is None else first
+        first = loss.item() if first is None else first
         if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
             _save_state(state_dir, step + 1, gates, opt, fp, first)
     accuracy = _accuracy(gates, feats, y) if y is not None else None
     _write(model, processor, config, out)
     shutil.rmtree(state_dir, ignore_errors=True)
     return TrainGatesResult(out=str(out), objective=config.objective, steps=config.steps, resumed_from=start,
-                            first_loss=first if first is not None else float(loss), last_loss=float(loss),
+                            first_loss=first if first is not None else loss.item(), last_loss=loss.item(),
                             train_accuracy=accuracy)
 
 

@@ -19,8 +19,8 @@ from torch import nn
 from moesaic.atomic import atomic_dir
 from moesaic.config import RESOLVED_CONFIG_NAME
 from moesaic.errors import missing_extra
-from moesaic.moe.config import RouteReportConfig
-from moesaic.moe.data import Sample, encode_sample, load_samples
+from moesaic.moe.config import MERGE_CONFIG_NAME, RouteReportConfig
+from moesaic.moe.data import Sample, encode_sample, load_samples, template_ids
 from moesaic.moe.routing import load_moe, record_routing, routers
 from moesaic.progress import progress
 
@@ -47,19 +47,27 @@ class RouteReportResult(BaseModel):
 
 
 @torch.no_grad()
-def routing_shares(model: nn.Module, processor: Any, samples: list[Sample], desc: str = "routing") -> tuple[torch.Tensor, int]:
-    """(layers, experts) share of top-k selections over every token of ``samples``, and the token count."""
+def routing_shares(model: nn.Module, processor: Any, samples: list[Sample], desc: str = "routing",
+                   count: str = "content") -> tuple[torch.Tensor, int]:
+    """(layers, experts) share of top-k selections over the tokens of ``samples``, and the token count.
+
+    ``count="content"`` skips the chat template's and special tokens (shared by every domain, so they
+    say nothing about routing by domain); ``"all"`` counts every token.
+    """
     gates = routers(model)
+    skip = torch.tensor(sorted(template_ids(processor))) if count == "content" else torch.tensor([], dtype=torch.long)
     counts = torch.zeros(len(gates), gates[0].weight.shape[0])  # (layers, experts)
     tokens = 0
     with record_routing(model) as calls:
         for sample in progress(samples, desc=desc, unit="sample"):
-            model(**encode_sample(processor, sample))
-            tokens += int(calls[0][-1][1].shape[0])
+            inputs = encode_sample(processor, sample)
+            model(**inputs)
+            keep = ~torch.isin(inputs["input_ids"].flatten(), skip)  # (seq,)
+            tokens += int(keep.sum())
             for i, layer_calls in enumerate(calls):
                 _, top_i = layer_calls.pop()  # (tokens, k)
-                counts[i] += torch.bincount(top_i.flatten(), minlength=counts.shape[1]).float()
-    return counts / counts.sum(dim=1, keepdim=True), tokens
+                counts[i] += torch.bincount(top_i[keep].flatten(), minlength=counts.shape[1]).float()
+    return counts / counts.sum(dim=1, keepdim=True).clamp(min=1), tokens
 
 
 def expert_labels(folder: str | Path, model: nn.Module, n: int) -> list[str]:
@@ -67,11 +75,12 @@ def expert_labels(folder: str | Path, model: nn.Module, n: int) -> list[str]:
     spec = getattr(model.config, "moesaic", None)
     if isinstance(spec, dict) and len(spec.get("experts") or []) == n:
         return list(spec["experts"])
-    cfg = Path(folder) / RESOLVED_CONFIG_NAME
-    if cfg.is_file():
-        experts = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("experts") or []
-        if len(experts) == n:
-            return [e.get("name") or Path(e["source_model"]).name for e in experts]
+    for name in (MERGE_CONFIG_NAME, RESOLVED_CONFIG_NAME):
+        cfg = Path(folder) / name
+        if cfg.is_file():
+            experts = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("experts") or []
+            if len(experts) == n and all(isinstance(e, dict) and "source_model" in e for e in experts):
+                return [e.get("name") or Path(e["source_model"]).name for e in experts]
     return [f"expert {i}" for i in range(n)]
 
 
@@ -103,7 +112,7 @@ def route_report(config: RouteReportConfig) -> RouteReportResult:
     n = routers(model)[0].weight.shape[0]
     share, tokens = {}, {}
     for domain, samples in data.items():
-        table, count = routing_shares(model, processor, samples, desc=f"routing {domain}")
+        table, count = routing_shares(model, processor, samples, f"routing {domain}", config.count)
         share[domain], tokens[domain] = table.tolist(), count
     result = RouteReportResult(experts=expert_labels(config.model, model, n), tokens=tokens, share=share,
                                out=config.out)
