@@ -28,7 +28,8 @@ def dominant_color(image: Image.Image) -> str:
 
 class KnownBackend(Backend):
     """A real backend with known answers: ``color`` names the image's colour (JSON when asked for JSON),
-    ``constant`` always says red. ``delay_s`` makes it slower; ``calls`` counts generate calls."""
+    ``constant`` always says red. ``delay_s`` makes it slower (``cold``: only its first call, like lazy
+    set-up); ``calls`` counts generate calls."""
 
     name = "known"
     instances: list["KnownBackend"] = []
@@ -50,7 +51,7 @@ class KnownBackend(Backend):
         self.params_seen.append(params or GenerationParams())
         turn = prompt[-1]
         assert len(turn.images) == 1 and turn.text
-        if self.delay_s:
+        if self.delay_s and (self.mode != "cold" or self.calls == 1):  # "cold": only the first call is slow
             time.sleep(self.delay_s)
         color = dominant_color(turn.images[0]) if self.mode == "color" else "red"
         wants_json = "JSON" in turn.text

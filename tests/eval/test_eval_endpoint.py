@@ -96,7 +96,7 @@ def test_endpoint_model(tmp_path: Path, endpoint: str, qa_dataset: Path, images:
     assert all("sk-test" not in (out / f).read_text() for f in ("moesaic_config.yaml", "results.json", "cache.jsonl"))
     # cached on re-run: the server sees no new request
     again = evaluate(config)
-    assert again.cache_hits == 3 and len(_FakeOpenAI.requests) == 3
+    assert again.cache_hits == 3 and len(_FakeOpenAI.requests) == 3 + 1  # + one warm-up request
 
 
 def test_endpoint_bad_key_is_an_auth_error(tmp_path: Path, endpoint: str, qa_dataset: Path) -> None:

@@ -62,11 +62,13 @@ def test_evaluate_scores_reports_and_cache(tmp_path: Path, known_backends, qa_da
     models = {m.name: m for m in result.models}
     _check_scores(models)
     colour_backend, constant_backend = known_backends.instances
-    assert (colour_backend.calls, constant_backend.calls) == (5, 5)
+    # 5 timed calls each, plus one untimed warm-up call (the default warmup: 1)
+    assert (colour_backend.calls, constant_backend.calls) == (6, 6)
     assert colour_backend.params_seen[0].max_new_tokens == 16
 
     const = models["constant"]
     assert const.samples == 5 and const.cache_hits == 0 and const.model_calls == 5
+    assert const.load_s is not None and const.load_s >= 0
     assert const.latency_p50_s >= 0.03 and const.latency_p95_s >= const.latency_p50_s
     assert const.cost_per_1k == pytest.approx(3.6 * const.latency_mean_s * 1000 / 3600)
     assert const.peak_rss_mb is not None and const.peak_rss_mb > 10
@@ -98,8 +100,8 @@ def test_evaluate_scores_reports_and_cache(tmp_path: Path, known_backends, qa_da
     # Re-run: every sample from the cache; models are not even loaded, so no backend is called.
     again = evaluate(config)
     assert again.cache_hits == 10
-    assert all(m.cache_hits == m.samples == 5 and m.model_calls == 0 for m in again.models)
-    assert len(known_backends.instances) == 2 and (colour_backend.calls, constant_backend.calls) == (5, 5)
+    assert all(m.cache_hits == m.samples == 5 and m.model_calls == 0 and m.load_s is None for m in again.models)
+    assert len(known_backends.instances) == 2 and (colour_backend.calls, constant_backend.calls) == (6, 6)
     _check_scores({m.name: m for m in again.models})
     assert again.model("constant").latency_p50_s == pytest.approx(const.latency_p50_s)
     assert again.model("constant").peak_rss_mb == pytest.approx(const.peak_rss_mb)
@@ -115,13 +117,14 @@ def test_resume_after_interruption_and_param_change(tmp_path: Path, known_backen
     cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # lost the last answer, tore the 4th
     resumed = evaluate(EvalConfig.validated(data))
     assert resumed.cache_hits == 3 and resumed.models[0].model_calls == 2
-    assert known_backends.instances[-1].calls == 2
+    assert known_backends.instances[-1].calls == 2 + 1  # + warm-up
     assert resumed.models[0].datasets[0].metrics["anls"] == pytest.approx(17 / 18)
     # Other generation params → other cache keys: everything is asked again.
-    changed = evaluate(EvalConfig.validated({**data, "generation": {"max_new_tokens": 8}}))
+    changed = evaluate(EvalConfig.validated({**data, "generation": {"max_new_tokens": 8}, "warmup": 0}))
     assert changed.cache_hits == 0 and known_backends.instances[-1].calls == 5
     # max_samples takes the first rows of each dataset (here all cached from the previous run).
-    few = evaluate(EvalConfig.validated({**data, "generation": {"max_new_tokens": 8}, "max_samples": 1}))
+    few = evaluate(EvalConfig.validated({**data, "generation": {"max_new_tokens": 8}, "max_samples": 1,
+                                         "warmup": 0}))
     assert few.cache_hits == 2 and few.models[0].samples == 2
     assert few.models[0].datasets[0].metrics["exact_match"] == 1.0  # sample "r": red == red
 
@@ -175,9 +178,21 @@ def test_cache_follows_image_content_and_question(tmp_path: Path, known_backends
     blue = images["blue"].read_bytes()
     images["red"].write_bytes(blue)  # same path, other picture: asked again, now answered "blue"
     again = evaluate(EvalConfig.validated(data))
-    assert again.cache_hits == 2 and known_backends.instances[-1].calls == 1
+    assert again.cache_hits == 2 and known_backends.instances[-1].calls == 1 + 1  # + warm-up
     assert again.models[0].datasets[0].metrics["exact_match"] == 0.0  # r: "blue" ≠ "red"
     rows = [json.loads(line) for line in qa_dataset.read_text().splitlines()]
     rows[2]["question"] = "Which colour?"
     qa_dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert evaluate(EvalConfig.validated(data)).cache_hits == 2  # g's question changed
+
+
+@pytest.mark.parametrize(("warmup", "first_is_slow"), [(0, True), (1, False)])
+def test_warmup_keeps_cold_start_out_of_latency(tmp_path: Path, known_backends, qa_dataset, attr_dataset,
+                                                warmup: int, first_is_slow: bool) -> None:
+    data = _config(tmp_path, qa_dataset, attr_dataset, warmup=warmup,
+                   models=[{"name": "cold", "model": "cold@0.25", "backend": "known"}],
+                   datasets=[{"name": "qa", "path": str(qa_dataset)}])
+    m = evaluate(EvalConfig.validated(data)).models[0]
+    assert known_backends.instances[-1].calls == 3 + warmup and m.model_calls == 3
+    assert (m.latency_p95_s >= 0.25) is first_is_slow  # the slow first call is timed only without warm-up
+    assert m.latency_p50_s < 0.25

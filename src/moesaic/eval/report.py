@@ -15,7 +15,7 @@ __all__ = ["markdown_table", "csv_rows", "write_reports", "REPORT_FILES"]
 REPORT_FILES = {"json": "results.json", "csv": "results.csv", "markdown": "results.md",
                 "predictions": "predictions.jsonl"}
 
-_HEADLINE = ("model", "kind", "samples", "cache_hits", "accuracy", "latency_p50_s", "latency_p95_s",
+_HEADLINE = ("model", "kind", "samples", "cache_hits", "load_s", "accuracy", "latency_p50_s", "latency_p95_s",
              "latency_mean_s", "tokens_per_s", "peak_rss_mb", "cuda_peak_mb", "price_per_hour", "cost_per_1k")
 
 
@@ -42,7 +42,7 @@ def csv_rows(result: EvalResult) -> list[dict[str, object]]:
     rows = []
     for m in result.models:
         row: dict[str, object] = {
-            "model": m.name, "kind": m.kind, "samples": m.samples, "cache_hits": m.cache_hits,
+            "model": m.name, "kind": m.kind, "samples": m.samples, "cache_hits": m.cache_hits, "load_s": m.load_s,
             "accuracy": m.accuracy, "latency_p50_s": m.latency_p50_s, "latency_p95_s": m.latency_p95_s,
             "latency_mean_s": m.latency_mean_s, "tokens_per_s": m.tokens_per_s, "peak_rss_mb": m.peak_rss_mb,
             "cuda_peak_mb": m.cuda_peak_mb, "price_per_hour": m.price_per_hour, "cost_per_1k": m.cost_per_1k,

@@ -42,7 +42,8 @@ class ModelResult(_Result):
     kind: str = Field(description="'local' or 'endpoint'")
     samples: int
     cache_hits: int
-    model_calls: int
+    model_calls: int = Field(description="timed requests made in this run (warm-up excluded)")
+    load_s: float | None = Field(None, description="seconds to load the model; None when it was not loaded")
     accuracy: float = Field(description="mean over datasets of their primary metric")
     latency_mean_s: float
     latency_p50_s: float

@@ -41,10 +41,18 @@ class _ModelRun:
     answerer: Answerer | None = None
     hits: int = 0
     calls: int = 0
+    load_s: float | None = None
 
-    def get(self) -> Answerer:
+    def get(self, sample: Sample, config: EvalConfig) -> Answerer:
+        """Load on first need (timed), then ``config.warmup`` untimed requests so lazy set-up costs
+        (first-call kernels, connection set-up) do not land in the first sample's latency."""
         if self.answerer is None:
+            start = time.perf_counter()
             self.answerer = self.provided or make_answerer(self.spec)
+            if self.provided is None:
+                self.load_s = time.perf_counter() - start
+            for _ in range(config.warmup):
+                self.answerer.answer(sample, config.generation)
         return self.answerer
 
 
@@ -58,11 +66,12 @@ def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache
     if hit is not None:
         run.hits += 1
         return hit
-    answerer = run.get()
-    start = time.perf_counter()
     where = f"model {run.spec.name!r}, dataset {dataset!r}, sample {sample.id!r}"
     try:
+        answerer = run.get(sample, config)
+        start = time.perf_counter()
         answer = answerer.answer(sample, config.generation)
+        latency = time.perf_counter() - start
     except MoesaicError as exc:  # say which sample failed, keep the error's type and hint
         exc.message = f"{where}: {exc.message}"
         exc.args = (exc.message,)
@@ -70,7 +79,6 @@ def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache
     except Exception as exc:
         exc.add_note(f"while evaluating {where}")
         raise
-    latency = time.perf_counter() - start
     run.calls += 1
     entry = CachedAnswer(model=run.spec.name, dataset=dataset, sample_id=sample.id, gen_hash=gen_hash,
                          fingerprint=sample.fingerprint(), text=answer.text, prompt_tokens=answer.prompt_tokens,
@@ -109,7 +117,7 @@ def _summarise(spec: EvalModel, run: _ModelRun, entries: list[CachedAnswer], per
     cuda = [e.cuda_peak_bytes for e in entries if e.cuda_peak_bytes is not None]
     local = kind == "local"
     return ModelResult(
-        name=spec.name, kind=kind, samples=len(entries), cache_hits=run.hits, model_calls=run.calls,
+        name=spec.name, kind=kind, samples=len(entries), cache_hits=run.hits, model_calls=run.calls, load_s=run.load_s,
         accuracy=sum(d.primary for d in per_dataset) / len(per_dataset),
         latency_mean_s=mean_latency, latency_p50_s=percentile(latencies, 50), latency_p95_s=percentile(latencies, 95),
         tokens_per_s=tokens / sum(latencies) if tokens and sum(latencies) > 0 else None,
