@@ -56,3 +56,33 @@ def test_missing_vllm_is_a_clear_error(tmp_path):
     with pytest.raises(MissingDependencyError) as info:
         serve(ServeConfig(model=str(native_folder(tmp_path)), engine="vllm"))
     assert info.value.status == 501 and "pip install vllm" in str(info.value)
+
+
+def fake_vllm(tmp_path, monkeypatch, exit_code: int):
+    """A stand-in `vllm` executable on PATH that records its arguments (vLLM itself needs CUDA)."""
+    import os
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "vllm"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/argv.txt"\nexit {exit_code}\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("moesaic.serve.vllm.importlib.util.find_spec", lambda name: object())
+    return tmp_path / "argv.txt"
+
+
+def test_serve_runs_vllm_in_the_foreground(tmp_path, monkeypatch):
+    argv = fake_vllm(tmp_path, monkeypatch, exit_code=0)
+    folder = native_folder(tmp_path)
+    assert serve(ServeConfig(model=str(folder), engine="vllm", port=8123)) is None
+    assert argv.read_text().splitlines()[:2] == ["serve", str(folder)]
+    assert "8123" in argv.read_text().splitlines()
+
+
+def test_vllm_failure_is_reported(tmp_path, monkeypatch):
+    from moesaic.errors import MoesaicError
+
+    fake_vllm(tmp_path, monkeypatch, exit_code=3)
+    with pytest.raises(MoesaicError, match="exited with status 3"):
+        serve(ServeConfig(model=str(native_folder(tmp_path)), engine="vllm"))
