@@ -86,7 +86,7 @@ def test_cli_verbs(shirts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["search", "shirt", "--db", db, "--where", "colour=green", "--json"]) == 0
     assert [Path(h["ref"]).name for h in json.loads(capsys.readouterr().out)["hits"]] == ["green-t-shirt.png"]
     out = tmp_path / "b.jsonl"
-    assert main(["batch", "caption", str(shirts), "--out", str(out), "--options.detail", "detailed"]) == 0
-    assert all(r["detail"] == "detailed" and "jersey" in r["text"] for r in _lines(out))
+    assert main(["batch", "tag", str(shirts), "--out", str(out), "--options.top_k", "1"]) == 0
+    assert [len(r["tags"]) for r in _lines(out)] == [1, 1, 1, 1] and "4 done" in capsys.readouterr().out
     assert main(["search", "red", "--db", str(tmp_path / "none.db")]) == 2
     assert "no index" in capsys.readouterr().err
