@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _NOT_RASTER = (
-    (b"%PDF", "a PDF document", "export the page as PNG or JPEG"),
-    (b"%!PS", "a PostScript/EPS file", "convert it to PNG or JPEG"),
+    (b"%pdf", "a PDF document", "export the page as PNG or JPEG"),
+    (b"%!ps", "a PostScript/EPS file", "convert it to PNG or JPEG"),
     (b"<!doctype html", "an HTML page", "link or send the image file itself, not a web page"),
     (b"<html", "an HTML page", "link or send the image file itself, not a web page"),
 )

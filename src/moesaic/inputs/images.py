@@ -32,6 +32,7 @@ _URLISH = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _B64_CHARS = re.compile(r"^[A-Za-z0-9+/\-_=\s]+$")
 _WHITESPACE = re.compile(r"\s+")
 _MAX_PATH = 4096
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 _REFUSED_SCHEMES = {"file", "ftp", "ftps", "gopher", "javascript", "mailto", "dict", "ldap", "smb", "tftp", "jar", "ws", "wss"}
 
 
@@ -77,22 +78,19 @@ def load_image_bytes(ref: ImageRef, policy: ImagePolicy) -> bytes:
 
 
 def _path_or_base64(text: str, policy: ImagePolicy) -> bytes:
-    """Bare base64 or a local path. ``/9j/...`` (JPEG) is valid base64 *and* looks like a path, so an
-    existing file wins only where local paths are allowed; otherwise base64 is tried."""
+    """Bare base64 or a local path. Base64 never holds ``.``, ``~`` or ``\\``, but may start with ``/``
+    (JPEG is ``/9j/...``): a short ``/``-led string is read as a path unless it is JPEG base64."""
     path_like = len(text) <= _MAX_PATH and "\n" not in text
     if path_like and policy.local_paths_enabled:
         path = Path(text).expanduser()
         if _exists(path):
             return _read_local(path, policy)
-    if _B64_CHARS.match(text):
-        try:
-            return decode_base64(text)
-        except ImageError:
-            if not path_like or len(text) > 256:
-                raise
-    if not path_like:
+    looks_path = path_like and _looks_like_path(text)
+    if _B64_CHARS.match(text) and not (looks_path and len(text) <= 256 and not text.startswith("/9j/")):
+        return decode_base64(text)
+    if not looks_path:
         raise ImageError(
-            "the image reference is not a URL, a data URL or valid base64",
+            f"the image reference is not a URL, a data URL or valid base64 ({_shown(text)})",
             "send an http(s) URL, data:image/...;base64,... or the base64 of the file",
         )
     if not policy.local_paths_enabled:
@@ -100,9 +98,15 @@ def _path_or_base64(text: str, policy: ImagePolicy) -> bytes:
             f"local file paths are not allowed here ({_shown(text)})",
             "send the image as an http(s) URL, a data URL or base64 instead",
         )
-    raise ImageError(
-        f"no image file at {_shown(text)} (and it is not a URL, data URL or base64 image)",
-        "check the path, or send the image as a URL, data URL or base64",
+    raise ImageError(f"no image file at {_shown(text)}", "check the path, or send the image as a URL or base64")
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith(("/", "./", "../", "~"))
+        or "\\" in text
+        or bool(_EXTENSION.search(text))
+        or (len(text) > 2 and text[1] == ":" and text[0].isalpha())  # C:\... or C:/...
     )
 
 
