@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["reset_peak_memory", "peak_rss_bytes", "cuda_peak_bytes", "percentile"]
+__all__ = ["reset_peak_memory", "release_memory", "peak_rss_bytes", "cuda_peak_bytes", "percentile"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,16 @@ def _reset_cuda_peak() -> None:
     cuda = _cuda()
     if cuda is not None:
         cuda.reset_peak_memory_stats()  # type: ignore[attr-defined]
+
+
+def release_memory() -> None:
+    """Collect garbage and hand cached CUDA blocks back, so the next model's peak starts low."""
+    import gc
+
+    gc.collect()
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.empty_cache()  # type: ignore[attr-defined]
 
 
 def cuda_peak_bytes() -> int | None:

@@ -49,7 +49,10 @@ class ModelResult(_Result):
     latency_p50_s: float
     latency_p95_s: float
     tokens_per_s: float | None = Field(description="completion tokens / generation seconds; None when unknown")
-    peak_rss_mb: float | None
+    peak_rss_mb: float | None = Field(
+        description="process RSS high-water mark from just before loading to the end of this model's run "
+                    "(includes what the process already held); None for endpoint models"
+    )
     cuda_peak_mb: float | None = None
     price_per_hour: float | None = None
     cost_per_1k: float | None = Field(None, description="price_per_hour × mean latency (s) × 1000 / 3600")

@@ -7,19 +7,18 @@ peak memory measured from just before loading to the end of its run.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from moesaic.backends.base import Backend
-from moesaic.errors import MoesaicError
+from moesaic.errors import ConfigError, MoesaicError
 from moesaic.eval.answerers import Answerer, BackendAnswerer, make_answerer
 from moesaic.eval.cache import AnswerCache, CachedAnswer
 from moesaic.eval.config import EvalConfig, EvalModel
 from moesaic.eval.data import Sample, load_samples
-from moesaic.eval.measure import cuda_peak_bytes, peak_rss_bytes, percentile, reset_peak_memory
+from moesaic.eval.measure import cuda_peak_bytes, peak_rss_bytes, percentile, release_memory, reset_peak_memory
 from moesaic.eval.plot import PLOT_NAME, plot_pareto
 from moesaic.eval.report import REPORT_FILES, write_reports
 from moesaic.eval.results import DatasetScores, EvalResult, ModelResult, SampleRecord, pareto_front
@@ -160,6 +159,10 @@ def evaluate(config: EvalConfig, *, answerers: Mapping[str, Answerer | Backend] 
     loading those models; they are not closed.
     """
     provided = {k: _as_answerer(v) for k, v in (answerers or {}).items()}
+    unknown = sorted(set(provided) - {m.name for m in config.models})
+    if unknown:
+        raise ConfigError(f"answerers given for models not in the config: {', '.join(unknown)}",
+                          "key answerers by the models[].name they stand for")
     datasets = {d.name: load_samples(d, config.max_samples) for d in config.datasets}
     check_metrics(config, datasets)
     out = config.out
@@ -175,7 +178,7 @@ def evaluate(config: EvalConfig, *, answerers: Mapping[str, Answerer | Backend] 
         results.append(result)
         records += recs
         del run
-        gc.collect()
+        release_memory()
     files = {name: str(out / filename) for name, filename in REPORT_FILES.items()}
     files["plot"] = str(out / PLOT_NAME)
     files["config"] = str(config.save(out))
