@@ -31,7 +31,8 @@ def test_fewshot_on_the_starter_experts(shirt: Path, tmp_path: Path) -> None:
     cfg = FewShotConfig(image=str(shirt), question="What colour is this shirt?",
                         examples=[{"image": str(red), "question": "What colour is this shirt?", "answer": "red"}])
     result = fewshot(cfg)
-    assert "blue" in result.text.lower() and (result.examples, result.images) == (1, 2)
+    assert "blue" in result.text.lower() and "red" not in result.text.lower()  # only the query was shown
+    assert (result.examples, result.images, result.examples_used) == (1, 2, False)
 
 
 def test_video_on_the_starter_experts(tmp_path: Path) -> None:

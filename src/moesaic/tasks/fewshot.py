@@ -5,6 +5,9 @@ and an assistant turn (its answer), then the query turn. Backends render turns w
 template; :func:`chat_inputs` does it for a transformers processor and checks that the rendered prompt
 holds exactly one image placeholder per image (a mismatch is the classic silent few-shot bug).
 
+The starter experts cannot learn from examples (they would read every example image as part of the
+question), so on them only the query turn is sent and the result says ``examples_used: false``.
+
 Examples file: JSONL or YAML list of ``{"images": [...] | "image": "...", "question": "...", "answer": "..."}``;
 relative image paths are resolved against the file's folder.
 """
@@ -20,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from moesaic.config import CommandConfig
 from moesaic.errors import InputError
-from moesaic.tasks.base import STARTER, open_backend, open_image
+from moesaic.tasks.base import STARTER, is_starter, open_backend, open_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -69,9 +72,10 @@ class FewShotResult(BaseModel):
     examples: int
     images: int
     experts: list[str] = Field(default_factory=list)
+    examples_used: bool = Field(True, description="False on the starter experts, which answer the query alone")
 
     def render(self) -> str:
-        return self.text
+        return self.text if self.examples_used else f"{self.text}\n(the starter experts answer without the examples)"
 
 
 def load_examples(source: str | list[Example]) -> list[Example]:
@@ -157,7 +161,10 @@ def run_fewshot(config: FewShotConfig, backend: "Backend") -> FewShotResult:
     shots = [([open_image(r) for r in e.images], e.question, e.answer) for e in examples]
     query = [open_image(r.strip()) for r in config.image.split(",") if r.strip()]
     turns = build_turns(shots, query, config.question, config.instruction)
+    used = not is_starter(backend)
+    if not used:  # the starter experts read every image they are given; they cannot learn from examples
+        turns = turns[-1:]
     answer = backend.generate(turns, GenerationParams(max_new_tokens=config.max_new_tokens))
     n_images = sum(len(s[0]) for s in shots) + len(query)
     return FewShotResult(text=answer.text.strip(), model=config.model, examples=len(examples), images=n_images,
-                         experts=list(answer.experts))
+                         experts=list(answer.experts), examples_used=used)

@@ -113,7 +113,7 @@ def write_samples(folder: Path) -> dict[str, Path]:
     out["shirt"] = out["products"] / "red-t-shirt.png"
     out["video"] = write_colour_video(folder / "colours.mp4", [((200, 30, 35), 1.0), ((50, 150, 60), 1.5),
                                                                 ((40, 90, 210), 1.0)])
-    out["question"] = write_speech(folder / "question.wav", "What colour is the shirt?")
+    out["question"] = write_speech(folder / "question.wav", "What colour is the shirt in this picture?")
     out["examples"] = folder / "examples.yaml"
     out["examples"].write_text(
         "- image: products/blue-t-shirt.png\n  question: What colour is the product?\n  answer: blue\n"
