@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -103,7 +107,7 @@ def server() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     handler = type("Handler", (_Handler,), {"routes": ROUTES, "seen": seen})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
@@ -319,3 +323,58 @@ def test_connection_refused_is_a_fetch_error() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(FetchError, match="could not fetch"):
         load_image(f"http://127.0.0.1:{port}/img.png", LOCAL)
+
+
+# --- https: the pinned connection keeps SNI, Host and certificate checks on the name --------------------
+
+
+@pytest.fixture()
+def https_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str], list[tuple[str, str]]]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=images.test",
+         "-addext", "subjectAltName=DNS:images.test"],
+        check=True, capture_output=True,
+    )
+    sni: list[str] = []
+    seen: list[tuple[str, str]] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name or "")  # type: ignore[assignment,misc]
+    handler = type("Handler", (_Handler,), {"routes": ROUTES, "seen": seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda *a: None  # type: ignore[method-assign]  # refused handshakes are expected
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1], cert, sni, seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_https_through_a_pinned_address_keeps_sni_and_host(https_server: tuple, fake_dns: FakeDNS) -> None:
+    port, cert, sni, seen = https_server
+    fake_dns["images.test"] = ["127.0.0.1"]
+    policy = ImagePolicy(allow_private_hosts=["127.0.0.1"], ca_bundle=cert)
+    image = load_image(f"https://images.test:{port}/img.png", policy)
+    assert image.getpixel((0, 0)) == (10, 200, 30)
+    assert sni == ["images.test"]
+    assert seen == [("/img.png", f"images.test:{port}")]
+
+
+def test_https_certificate_is_checked_against_the_name(https_server: tuple, fake_dns: FakeDNS) -> None:
+    port, cert, _sni, seen = https_server
+    fake_dns["other.test"] = ["127.0.0.1"]
+    fake_dns["images.test"] = ["127.0.0.1"]
+    trusted = ImagePolicy(allow_private_hosts=["127.0.0.1"], ca_bundle=cert)
+    with pytest.raises(FetchError, match="not trusted or not issued for that name"):
+        load_image(f"https://other.test:{port}/img.png", trusted)  # same address, wrong name
+    with pytest.raises(FetchError, match="TLS certificate"):
+        load_image(f"https://images.test:{port}/img.png", ImagePolicy(allow_private_hosts=["127.0.0.1"]))
+    assert seen == []

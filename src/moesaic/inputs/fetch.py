@@ -11,9 +11,11 @@ read's timeout to what is left, so a server dribbling one byte at a time cannot 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import typing
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import httpcore
 import httpx
@@ -112,9 +114,13 @@ class PinnedTransport(httpx.BaseTransport):
     httpcore exceptions pass through unchanged; :func:`fetch_image_bytes` turns them into FetchErrors.
     """
 
-    def __init__(self, backend: PinnedBackend, *, verify: bool = True) -> None:
+    def __init__(self, backend: PinnedBackend, *, ca_bundle: Path | None = None) -> None:
+        if ca_bundle is not None:
+            context = ssl.create_default_context(cafile=str(ca_bundle))
+        else:
+            context = httpx.create_ssl_context()
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
+            ssl_context=context,
             max_connections=1,
             http1=True,
             http2=False,
@@ -185,6 +191,15 @@ def fetch_image_bytes(url: str, policy: ImagePolicy) -> bytes:
     )
 
 
+def _transport(backend: PinnedBackend, policy: ImagePolicy) -> PinnedTransport:
+    try:
+        return PinnedTransport(backend, ca_bundle=policy.ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise FetchError(
+            f"cannot load the CA bundle {policy.ca_bundle}: {exc}", "point ca_bundle at a PEM file of certificates"
+        ) from None
+
+
 def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | httpx.URL:
     """One hop: the body when it is an image, or the next URL when the server redirects."""
     host = url.raw_host.decode("ascii")
@@ -200,7 +215,7 @@ def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | 
         "Accept-Encoding": "identity",
     }
     try:
-        with httpx.Client(transport=PinnedTransport(backend), timeout=timeout, trust_env=False) as client:
+        with httpx.Client(transport=_transport(backend, policy), timeout=timeout, trust_env=False) as client:
             with client.stream("GET", url, headers=headers, follow_redirects=False) as response:
                 return _handle_response(url, response, policy)
     except (httpcore.TimeoutException, httpx.TimeoutException):
@@ -209,6 +224,11 @@ def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | 
             "use a faster or smaller image URL, send the image as base64, or raise timeout_s",
         ) from None
     except (httpcore.NetworkError, httpcore.ProtocolError, httpx.TransportError) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            raise FetchError(
+                f"the TLS certificate of {url.host} is not trusted or not issued for that name ({exc})",
+                "use a URL whose certificate is valid, or set ca_bundle to your organisation's CA file",
+            ) from None
         raise FetchError(
             f"could not fetch {_short(url)}: {type(exc).__name__}: {exc}",
             "check that the URL is reachable, or send the image as base64 / a data URL",

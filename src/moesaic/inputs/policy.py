@@ -45,6 +45,9 @@ class ImagePolicy(FrozenModel):
         default=None, gt=0, description="side the model resizes to; JPEGs ≥2× larger decode at reduced scale"
     )
     formats: tuple[str, ...] = DEFAULT_FORMATS
+    ca_bundle: Path | None = Field(
+        default=None, description="PEM file of CA certificates trusted for https image URLs (default: certifi's)"
+    )
 
     @field_validator("allow_private_hosts", "allow_hosts", mode="before")
     @classmethod
