@@ -238,6 +238,14 @@ def test_connection_is_pinned_to_the_checked_address(server: tuple[str, list], f
     assert seen == [("/img.png", f"rebind.test:{port}")]
 
 
+def test_next_checked_address_is_tried_when_one_refuses(server: tuple[str, list], fake_dns: FakeDNS) -> None:
+    base, seen = server
+    port = base.rsplit(":", 1)[1]
+    fake_dns["dual.test"] = ["127.0.0.2", "127.0.0.1"]  # nothing listens on 127.0.0.2
+    image = load_image(f"http://dual.test:{port}/img.png", ImagePolicy(allow_private_hosts=["127.0.0.0/8"]))
+    assert image.size == (24, 16) and seen == [("/img.png", f"dual.test:{port}")]
+
+
 def test_host_name_can_be_allow_listed(server: tuple[str, list], fake_dns: FakeDNS) -> None:
     base, _ = server
     port = base.rsplit(":", 1)[1]

@@ -205,6 +205,11 @@ def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | 
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError(
+            f"fetching {_short(url)} took longer than {policy.timeout_s:g}s",
+            "use a faster image URL, send the image as base64, or raise timeout_s",
+        )
     addresses = checked_addresses(host, port, policy, min(left, policy.connect_timeout_s))
     backend = PinnedBackend(host, addresses, deadline)
     timeout = httpx.Timeout(policy.timeout_s, connect=min(policy.connect_timeout_s, policy.timeout_s))
