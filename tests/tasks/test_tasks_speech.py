@@ -111,3 +111,19 @@ def test_any_transformers_asr_model_by_path(tmp_path: Path) -> None:
     assert text == direct and len(text) > 0  # random weights: the same tokens by either route
     with pytest.raises(ModelLoadError, match="could not load the ASR model"):
         transcribe(str(wav), model=str(tmp_path / "no-such-model"))
+
+
+def test_spoken_question_to_spoken_answer_through_ask(tmp_path: Path) -> None:
+    from moesaic.ask import AskConfig, ask
+    from moesaic.tasks.samples import draw_product
+
+    image = tmp_path / "shirt.png"
+    draw_product("t-shirt", "green").save(image)
+    question = "What colour is the shirt in this picture?"
+    wav = write_speech(tmp_path / "q.wav", question)
+    out = tmp_path / "answer.wav"
+    result = ask(AskConfig(image=str(image), audio=str(wav), speak=str(out)))
+    assert result.transcript is not None and word_error_rate(result.transcript, question) <= 0.35
+    assert "green" in result.answer.lower() and result.speech_path == str(out)
+    with wave.open(str(out)) as w:
+        assert out.read_bytes()[:4] == b"RIFF" and w.getnframes() / w.getframerate() > 0.5
