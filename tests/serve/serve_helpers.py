@@ -119,7 +119,7 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path.startswith("/slow/"):  # answers after a pause: image fetches must not block the server
-            time.sleep(1.0)
+            time.sleep(2.0)
             self.path = self.path[len("/slow"):]
         body = self.files.get(self.path)
         if body is None:
@@ -137,7 +137,7 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
 
 
 def start_image_server() -> tuple[http.server.ThreadingHTTPServer, str]:
-    """A loopback HTTP server serving /red.png, /green.png, /blue.png (and /slow/… after 1 s)."""
+    """A loopback HTTP server serving /red.png, /green.png, /blue.png (and /slow/… after 2 s)."""
     handler = type("Handler", (_ImageHandler,), {"files": {f"/{n}.png": png_bytes(c) for n, c in COLORS.items()}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
