@@ -96,7 +96,7 @@ def test_eval_tiny_idefics3_and_llava(tmp_path: Path, eval_tiny_vlms: dict[str, 
         a = answers[fam]
         write_jsonl(data, _rows([[a[0]], [a[1].strip() + " zq"], ["#"]]))
         one = EvalConfig.validated({**config, "models": [m for m in config["models"] if m["name"] == fam]})
-        results[fam] = evaluate(one, answerers=answerers)
+        results[fam] = evaluate(one, answerers={fam: answerers[fam]})
     for fam, result in results.items():
         m = result.models[0]
         assert result.cache_hits == 3 and m.model_calls == 0 and answerers[fam].calls == 0
