@@ -97,6 +97,12 @@ def test_invalid_videos_are_clear_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00\x01 definitely not a video")
     with pytest.raises(InputError, match="not a readable video"):
         decode_frames(junk)
+    full = write_colour_video(tmp_path / "one.mkv", [((200, 30, 35), 1.0)])
+    headers_only = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    headers_only.write_bytes(data[: data.index(b"\x1f\x43\xb6\x75")])  # cut before the first Matroska Cluster
+    with pytest.raises(InputError, match="holds no decodable frames"):
+        decode_frames(headers_only)
     import subprocess
 
     wav = tmp_path / "speech.wav"
