@@ -11,20 +11,9 @@ from ft_helpers import write_colour_data
 
 
 @pytest.fixture(scope="session")
-def ft_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``ft_model(family) -> Path``: a saved tiny model (seed 0), from moesaic.testing when present."""
-    try:
-        from moesaic.testing import make_tiny_model
-    except ImportError:  # the shared factories have not landed: our stand-in
-        from tiny_models import make_tiny_model  # type: ignore[no-redef]
-    cache: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in cache:
-            cache[family] = make_tiny_model(family, tmp_path_factory.mktemp(f"ft-{family}"), seed=0)
-        return cache[family]
-
-    return get
+def ft_model(tiny_model_dir: Callable[[str], Path]) -> Callable[[str], Path]:
+    """``ft_model(family) -> Path``: the shared saved tiny model (seed 0); fine-tuning never writes into it."""
+    return tiny_model_dir
 
 
 @pytest.fixture()

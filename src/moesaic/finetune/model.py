@@ -1,12 +1,7 @@
-"""Loading a VLM and its processor for training, and choosing what trains (LoRA targets, frozen towers).
-
-The processor loader falls back to an image-only Qwen-VL processor when transformers cannot build the
-video processor (Qwen-VL processors need torchvision for videos; fine-tuning on images does not).
-"""
+"""Loading a VLM and its processor for training, and choosing what trains (LoRA targets, frozen towers)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,64 +17,23 @@ __all__ = ["load_model", "load_processor", "save_processor", "image_token_id", "
 log = logging.getLogger(__name__)
 
 VISION_MARKERS = ("vision_model", "vision_tower", "visual", "vision_encoder", "image_encoder")
-_QWEN_VL = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
-
-
-def _model_type(path: Path) -> str:
-    try:
-        return str(json.loads((path / "config.json").read_text())["model_type"])
-    except (OSError, KeyError, json.JSONDecodeError):
-        return ""
 
 
 def load_processor(path: str | Path) -> Any:
-    from transformers import AutoProcessor
+    """The model's processor (via :func:`moesaic.backends.compat.load_processor`, which needs no torchvision)."""
+    from moesaic.backends.compat import load_processor as compat_load
 
     path = Path(path)
-    try:  # the shared loader (torchvision-free assembly) when this build has it
-        from moesaic.backends.compat import load_processor as shared_loader
-    except ImportError:
-        shared_loader = AutoProcessor.from_pretrained
     try:
-        return shared_loader(path)
-    except (ImportError, ValueError, OSError, TypeError) as exc:
-        if _model_type(path) not in _QWEN_VL:
-            raise ModelLoadError(f"cannot load the processor of {path}: {exc}",
-                                 "the folder needs the processor/tokenizer files saved with the model") from None
-        log.info("building an image-only Qwen-VL processor for %s (%s)", path, exc)
-        return _image_only_qwen_processor(path)
-
-
-def _image_only_qwen_processor(path: Path) -> Any:
-    from transformers import AutoImageProcessor, AutoTokenizer, ProcessorMixin
-    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
-
-    class ImageOnlyQwenVLProcessor(Qwen3VLProcessor):
-        """Qwen-VL processor without the (torchvision-only) video processor."""
-
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None) -> None:
-            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-            self.video_processor = None
-            self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
-            self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
-            self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = AutoImageProcessor.from_pretrained(path)
-    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+        return compat_load(path)
+    except (ImportError, ValueError, OSError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the processor of {path}: {exc}",
+                             "the folder needs the processor/tokenizer files saved with the model") from None
 
 
 def save_processor(processor: Any, folder: Path) -> None:
-    """Save so :func:`load_processor` (and AutoProcessor where it can) reads it back."""
-    if getattr(processor, "video_processor", "absent") is None:
-        processor.tokenizer.chat_template = processor.chat_template
-        processor.tokenizer.save_pretrained(folder)
-        processor.image_processor.save_pretrained(folder)
-    else:
-        processor.save_pretrained(folder)
+    """Save next to weights so :func:`load_processor` (and AutoProcessor) reads it back."""
+    processor.save_pretrained(folder)
 
 
 def load_model(path: str | Path, dtype: str = "float32") -> Any:
