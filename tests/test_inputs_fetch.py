@@ -24,7 +24,7 @@ from PIL import Image
 
 from moesaic.errors import FetchError, ImageError, URLPolicyError
 from moesaic.inputs import ImagePolicy, load_image
-from moesaic.inputs.addresses import refusal_reason
+from moesaic.inputs.addresses import host_allowed, refusal_reason
 from moesaic.inputs.fetch import fetch_image_bytes
 
 LOCAL = ImagePolicy(allow_private_hosts=["127.0.0.1"])
@@ -386,3 +386,29 @@ def test_https_certificate_is_checked_against_the_name(https_server: tuple, fake
     with pytest.raises(FetchError, match="TLS certificate"):
         load_image(f"https://images.test:{port}/img.png", ImagePolicy(allow_private_hosts=["127.0.0.1"]))
     assert seen == []
+
+
+def test_idn_host_is_resolved_in_its_ascii_form_and_checked(fake_dns: FakeDNS) -> None:
+    fake_dns["xn--bcher-kva.test"] = ["10.1.1.1"]
+    with pytest.raises(URLPolicyError, match="resolved from xn--bcher-kva.test"):
+        load_image("http://bücher.test/cover.jpg")
+
+
+def test_policy_entries_are_validated_and_serialisable() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="valid CIDR"):
+        ImagePolicy(allow_private_hosts=["10.0.0.0/33"])
+    policy = ImagePolicy(allow_private_hosts="Images.Internal.", allow_hosts=["*.example.com"], timeout_s=3)
+    assert policy.allow_private_hosts == frozenset({"images.internal"})
+    assert ImagePolicy.model_validate(policy.model_dump(mode="json")) == policy
+    assert host_allowed("cdn.example.com", policy) and host_allowed("example.com", policy)
+    assert not host_allowed("notexample.com", policy) and not host_allowed("example.com.evil.test", policy)
+
+
+def test_refusals_render_as_openai_errors() -> None:
+    with pytest.raises(URLPolicyError) as info:
+        load_image("http://169.254.169.254/latest/meta-data/")
+    body = info.value.to_dict()["error"]
+    assert body["code"] == "url_not_allowed" and info.value.status == 400
+    assert "metadata" in str(body["message"])
