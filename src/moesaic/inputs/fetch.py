@@ -10,7 +10,9 @@ read's timeout to what is left, so a server dribbling one byte at a time cannot 
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import ssl
 import time
 import typing
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "moesaic-image-fetch/0.1"
 ALLOWED_CONTENT_TYPES = ("application/octet-stream", "binary/octet-stream")
 _REDIRECTS = {301, 302, 303, 307, 308}
+_USERINFO = re.compile(r"//[^/?#@]*@")
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -108,6 +111,14 @@ class _CoreStream(httpx.SyncByteStream):
             close()
 
 
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """One verifying context per CA bundle (loading certifi's bundle each time costs milliseconds)."""
+    if ca_bundle is not None:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    return httpx.create_ssl_context()
+
+
 class PinnedTransport(httpx.BaseTransport):
     """An httpx transport over an httpcore pool whose network backend is a :class:`PinnedBackend`.
 
@@ -115,12 +126,8 @@ class PinnedTransport(httpx.BaseTransport):
     """
 
     def __init__(self, backend: PinnedBackend, *, ca_bundle: Path | None = None) -> None:
-        if ca_bundle is not None:
-            context = ssl.create_default_context(cafile=str(ca_bundle))
-        else:
-            context = httpx.create_ssl_context()
         self._pool = httpcore.ConnectionPool(
-            ssl_context=context,
+            ssl_context=_ssl_context(ca_bundle),
             max_connections=1,
             http1=True,
             http2=False,
@@ -167,7 +174,8 @@ def _check_scheme(url: httpx.URL, shown: str) -> None:
 
 
 def _short(url: httpx.URL | str) -> str:
-    text = str(url)
+    """The URL for messages: credentials removed, long ones shortened."""
+    text = _USERINFO.sub("//", str(url), count=1)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -178,7 +186,7 @@ def fetch_image_bytes(url: str, policy: ImagePolicy) -> bytes:
         current = httpx.URL(url.strip())
     except (httpx.InvalidURL, ValueError) as exc:
         raise URLPolicyError(f"{_short(url)} is not a valid URL: {exc}", "check the image URL") from None
-    for hop in range(policy.max_redirects + 1):
+    for _hop in range(policy.max_redirects + 1):
         _check_scheme(current, _short(current))
         outcome = _fetch_one(current, policy, deadline)
         if isinstance(outcome, bytes):
