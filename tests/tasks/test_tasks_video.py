@@ -100,7 +100,7 @@ def test_invalid_videos_are_clear_errors(tmp_path: Path) -> None:
     full = write_colour_video(tmp_path / "one.mkv", [((200, 30, 35), 1.0)])
     headers_only = tmp_path / "cut.mkv"
     data = full.read_bytes()
-    headers_only.write_bytes(data[: data.index(b"\x1f\x43\xb6\x75")])  # cut before the first Matroska Cluster
+    headers_only.write_bytes(data[: data.index(b"\x1f\x43\xb6\x75") + 8])  # cut inside the first Cluster's header
     with pytest.raises(InputError, match="holds no decodable frames"):
         decode_frames(headers_only)
     import subprocess
