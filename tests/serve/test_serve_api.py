@@ -318,3 +318,5 @@ def test_metrics_count_requests_tokens_errors(server):
     completion = next(float(ln.split()[-1]) for ln in text_.splitlines()
                       if ln.startswith('moesaic_tokens_total{kind="completion"}'))
     assert completion >= 3
+    batches = next(float(ln.split()[-1]) for ln in text_.splitlines() if ln.startswith("moesaic_batch_size_count"))
+    assert batches >= 1
