@@ -108,3 +108,10 @@ def test_fact_check_counts_stated_and_invented() -> None:
     assert "dog" not in asked.invented
     sign = check_answer('It says "HELLO" and "Open 9 to 5".', [SIGN])
     assert sign.recall == 1.0 and sign.invented == []
+
+
+def test_unsure_tagger_says_so() -> None:
+    weak = ImageFindings(tags=[TagFinding(label="analog clock", score=0.03), TagFinding(label="stopwatch", score=0.02)])
+    assert grounded_answer("What is this?", Route(("tagger",), "keywords"), [weak]) == (
+        "I am not sure what this shows (best guess: an analog clock, 3%)."
+    )

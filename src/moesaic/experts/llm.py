@@ -96,6 +96,7 @@ class CausalLMWriter:
         inputs = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
+        inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad, **settings)

@@ -9,6 +9,7 @@ artefact on photos without text) are dropped. About 0.7 s per image on 2 CPU cor
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -85,6 +86,16 @@ def _box_share(box: list[list[float]], width: int, height: int) -> float:
     return (max(xs) - min(xs)) * (max(ys) - min(ys)) / max(width * height, 1)
 
 
+def _engine_params() -> dict[str, object]:
+    """rapidocr settings: quiet logs; ONNX Runtime threads capped by ``OMP_NUM_THREADS`` when it is set
+    (its spinning threads slow everything down on a shared, busy machine)."""
+    params: dict[str, object] = {"Global.log_level": "warning"}
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) >= 1:
+        params["EngineConfig.onnxruntime.intra_op_num_threads"] = min(int(threads), os.cpu_count() or 1)
+    return params
+
+
 class OCR:
     """Read the text lines of an image. ``OCR.shared()`` loads the ONNX models once per process."""
 
@@ -97,7 +108,7 @@ class OCR:
             raise missing_extra("rapidocr", "all") from None
         logging.getLogger("RapidOCR").setLevel(logging.WARNING)
         try:
-            self.engine = RapidOCR(params={"Global.log_level": "warning"})
+            self.engine = RapidOCR(params=_engine_params())
         except Exception as exc:  # rapidocr raises plain exceptions for missing/corrupt models
             raise ModelLoadError(
                 f"could not start rapidocr: {exc}",

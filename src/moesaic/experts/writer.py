@@ -23,6 +23,7 @@ __all__ = ["WriterName", "grounded_answer", "describe_image", "llm_answer", "pct
 WriterName = Literal["template", "llm"]
 
 CONFIDENT = 0.5
+UNSURE = 0.1
 GENERIC_TEXT_SCORE = 0.8
 _ASKED = re.compile(r"\b(?:is|are)\s+(?:this|that|it|there|these|those)\s+(?:an?|any|some)\s+([a-z][a-z -]*?)\s*[?.!]*$")
 
@@ -57,6 +58,8 @@ def _tags_sentence(tags: list[TagFinding], question: str) -> str:
         if hit is not None:
             return f"Yes: it looks like {with_article(hit.label)} ({pct(hit.score)})."
         return f"I don't see {with_article(thing)}; it looks like {with_article(top.label)} ({pct(top.score)})."
+    if top.score < UNSURE:
+        return f"I am not sure what this shows (best guess: {with_article(top.label)}, {pct(top.score)})."
     if top.score >= CONFIDENT or len(tags) == 1:
         return f"This looks like {with_article(top.label)} ({pct(top.score)})."
     second = tags[1]
