@@ -116,5 +116,5 @@ def test_image_data_url_forms(images: dict[str, Path]) -> None:
     assert image_data_url(b64) == f"data:image/png;base64,{b64}"
     assert image_data_url("https://example.com/x.jpg") == "https://example.com/x.jpg"
     assert image_data_url(f"data:image/png;base64,{b64}").endswith(b64)
-    with pytest.raises(ImageError, match="not found"):
+    with pytest.raises(ImageError, match="no image file"):
         image_data_url(str(images["blue"].parent / "nope.png"))

@@ -6,14 +6,13 @@ through the official ``openai`` SDK at ``/v1/chat/completions`` with each image 
 
 from __future__ import annotations
 
-import base64
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moesaic.backends.base import Answer, Backend, BackendOptions, GenerationParams
-from moesaic.errors import AuthError, FetchError, ImageError, MoesaicError, missing_extra
+from moesaic.errors import AuthError, FetchError, MoesaicError, missing_extra
 from moesaic.eval.config import EvalModel
 from moesaic.eval.data import Sample, is_local_path_ref
 from moesaic.inputs.messages import Turn
@@ -23,34 +22,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Answerer", "BackendAnswerer", "EndpointAnswerer", "make_answerer", "image_data_url"]
 
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
-          (b"BM", "image/bmp"))
-
-
-def _mime_of(data: bytes) -> str:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, mime in _MAGIC:
-        if data.startswith(magic):
-            return mime
-    raise ImageError("the image is not PNG, JPEG, GIF, BMP or WebP", "convert it to PNG or JPEG")
-
 
 def image_data_url(ref: str) -> str:
-    """An image reference as something an OpenAI-compatible API accepts: URLs pass, files become data URLs."""
+    """An image reference as something an OpenAI-compatible API accepts: URLs pass, files and bare base64
+    become data URLs (their bytes sent as they are, MIME type read from the header)."""
+    from moesaic.inputs.encode import encode_image_base64
+    from moesaic.inputs.images import decode_base64
+
     if ref.startswith(("http://", "https://", "data:")):
         return ref
     if is_local_path_ref(ref):
-        path = Path(ref)
-        if not path.is_file():
-            raise ImageError(f"image file {path} not found", "check the dataset's image paths")
-        data = path.read_bytes()
-    else:
-        try:
-            data = base64.b64decode(ref, validate=True)
-        except ValueError:
-            raise ImageError("image is neither a path, a URL nor valid base64", "fix the dataset row") from None
-    return f"data:{_mime_of(data)};base64,{base64.b64encode(data).decode('ascii')}"
+        return encode_image_base64(Path(ref))
+    return encode_image_base64(decode_base64(ref))
 
 
 def load_sample_image(ref: str) -> "Image.Image":
