@@ -81,8 +81,10 @@ def test_incremental_indexing_skips_unchanged_files(tmp_path: Path) -> None:
     assert (changed.added, changed.updated, changed.skipped, changed.total) == (1, 1, 1, 3)
     assert _stems(db, "green t-shirt", k=1) == ["red-t-shirt"]  # the file named red now shows green
     paths[1].unlink()
+    (folder / "broken.png").write_text("not an image")
     pruned = index(cfg.model_copy(update={"prune": True}))
-    assert (pruned.removed, pruned.total) == (1, 2)
+    assert (pruned.removed, pruned.total, pruned.added) == (1, 2, 0)
+    assert len(pruned.failed) == 1 and "broken.png" in pruned.failed[0] and "failed:" in pruned.render()
     assert (tmp_path / "i.db.config.yaml").is_file()
 
 

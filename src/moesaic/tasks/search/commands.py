@@ -50,10 +50,12 @@ class IndexResult(BaseModel):
     skipped: int
     removed: int
     total: int
+    failed: list[str] = Field(default_factory=list, description="images that could not be read, with why")
 
     def render(self) -> str:
-        return (f"{self.db}: {self.added} added, {self.updated} re-embedded, {self.skipped} unchanged, "
+        text = (f"{self.db}: {self.added} added, {self.updated} re-embedded, {self.skipped} unchanged, "
                 f"{self.removed} removed; {self.total} images ({self.embedder}, {self.dim}-d)")
+        return "\n".join([text, *(f"failed: {f}" for f in self.failed)])
 
 
 def _fingerprint(row: ImageRow, with_hash: bool) -> Fingerprint:
@@ -84,6 +86,7 @@ def index(config: IndexConfig) -> IndexResult:
     rows = list_images(config.source)
     embedder = make_embedder(config.embedder, ocr=config.ocr)
     counts = {"new": 0, "changed": 0, "skip": 0, "touch": 0}
+    failed: list[str] = []
     with VectorStore(config.db, create=True) as store:
         store.bind(embedder.name, embedder.dim)
         pending = 0
@@ -94,7 +97,13 @@ def index(config: IndexConfig) -> IndexResult:
             if action == "touch":
                 store.touch(row.ref, fp)
             elif action in ("new", "changed"):
-                described = embedder.describe(open_image(row.ref), row.extra)
+                try:
+                    described = embedder.describe(open_image(row.ref), row.extra)
+                except InputError as exc:  # one unreadable image does not stop the run
+                    log.warning("skipped %s: %s", row.ref, exc)
+                    counts[action] -= 1
+                    failed.append(f"{row.ref}: {exc.message}")
+                    continue
                 store.upsert(row.ref, fp, described.caption, described.vector, described.attrs, row.extra)
                 pending += 1
                 if pending % COMMIT_EVERY == 0:
@@ -107,7 +116,7 @@ def index(config: IndexConfig) -> IndexResult:
     log.info("indexed %s: %s", config.source, counts)
     return IndexResult(db=config.db, embedder=embedder.name, dim=embedder.dim, added=counts["new"],
                        updated=counts["changed"], skipped=counts["skip"] + counts["touch"], removed=removed,
-                       total=total)
+                       total=total, failed=failed)
 
 
 class SearchConfig(CommandConfig):
