@@ -52,6 +52,12 @@ def test_merged_weights_load_in_transformers_and_match_the_adapter(ft_model, col
     assert vision_keys and any(not torch.equal(before[k], after[k]) for k in vision_keys if k in after)
     assert (tmp_path / "merged/moesaic_config.yaml").is_file()
 
+    from moesaic.cli import main
+
+    assert main(["export-adapter", str(run / "adapter"), str(tmp_path / "merged2"), "--no-verify"]) == 0
+    again = load_file(str(tmp_path / "merged2/model.safetensors"))
+    assert all(torch.equal(after[k], again[k]) for k in after)
+
 
 def test_export_names_the_missing_adapter(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no LoRA adapter") as info:

@@ -73,3 +73,19 @@ def test_cli_finetune_reads_a_yaml_file(ft_model, colour_data: Path, tmp_path: P
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
     assert main(["finetune", str(cfg), "--method", "sgd"]) == 2
     assert "method" in capsys.readouterr().err
+
+
+def test_what_trains_vision_tower_versus_projector(ft_model) -> None:  # noqa: ANN001
+    from moesaic.finetune.config import LoraSettings
+    from moesaic.finetune.model import apply_method, load_model, lora_targets
+
+    model = load_model(ft_model("qwen3_vl"))
+    text_only = lora_targets(model, "all-linear", include_vision=False)
+    with_vision = lora_targets(model, "all-linear", include_vision=True)
+    assert not any(".blocks." in n for n in text_only) and any(".blocks." in n for n in with_vision)
+    assert any("merger" in n for n in text_only)  # the projector is not the vision tower
+    assert lora_targets(model, ["q_proj"], False) == [n for n in text_only if n.endswith("q_proj")]
+    full = apply_method(model, "full", LoraSettings(), freeze_vision=True)
+    grads = {n: p.requires_grad for n, p in full.named_parameters()}
+    assert not any(g for n, g in grads.items() if ".blocks." in n)
+    assert all(g for n, g in grads.items() if "merger" in n or "language_model" in n)

@@ -12,11 +12,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["load_model", "load_processor", "save_processor", "image_token_id", "vision_module_names",
-           "lora_targets", "apply_method", "VISION_MARKERS"]
+           "lora_targets", "apply_method", "VISION_MARKERS", "PROJECTOR_MARKERS"]
 
 log = logging.getLogger(__name__)
 
 VISION_MARKERS = ("vision_model", "vision_tower", "visual", "vision_encoder", "image_encoder")
+PROJECTOR_MARKERS = ("merger", "connector", "multi_modal_projector", "deepstack_merger_list")
 
 
 def load_processor(path: str | Path) -> Any:
@@ -51,21 +52,27 @@ def load_model(path: str | Path, dtype: str = "float32") -> Any:
                              "use a VLM folder (Idefics3/SmolVLM, LLaVA, Qwen3-VL, ...)") from None
 
 
-def image_token_id(processor: Any, model: Any = None) -> int:
+def image_token_id(processor: Any, base_model: str | Path | None = None) -> int:
+    """The id of the image placeholder token: the processor's, else the model config's (no weights loaded)."""
     tid = getattr(processor, "image_token_id", None)
-    if tid is None and model is not None:
-        tid = getattr(model.config, "image_token_id", None) or getattr(model.config, "image_token_index", None)
+    if tid is None and base_model is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(base_model)
+        tid = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
     if tid is None:
         raise ModelLoadError("cannot find the model's image token", "use a processor that defines image_token_id")
     return int(tid)
 
 
 def vision_module_names(model: Any) -> list[str]:
-    return [n for n, _ in model.named_modules() if any(m in n.split(".") for m in VISION_MARKERS)]
+    return [n for n, _ in model.named_modules() if _is_vision(n)]
 
 
 def _is_vision(name: str) -> bool:
-    return any(m in name.split(".") for m in VISION_MARKERS)
+    """Inside the vision tower, not counting the projector (Qwen-VL keeps its ``merger`` under ``visual``)."""
+    parts = name.split(".")
+    return any(m in parts for m in VISION_MARKERS) and not any(m in parts for m in PROJECTOR_MARKERS)
 
 
 def lora_targets(model: Any, targets: list[str] | str, include_vision: bool) -> list[str]:

@@ -120,11 +120,12 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     train_rows, eval_rows = _data(config)  # validated before any weights load
     processor = load_processor(config.base_model)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    tid = image_token_id(processor, config.base_model)
+    train_items, report = prepare(processor, train_rows, config.budget, tid)  # budget errors before weights load
+    eval_items, _ = prepare(processor, eval_rows, config.budget, tid)
+    log.info("vision-token budget:\n%s", report.render())
     set_seed(config.seed)
     model = load_model(config.base_model)
-    tid = image_token_id(processor, model)
-    train_items, report = prepare(processor, train_rows, config.budget, tid)
-    eval_items, _ = prepare(processor, eval_rows, config.budget, tid)
     out = Path(config.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
