@@ -97,6 +97,17 @@ def test_bad_references_are_image_errors(ref: str, match: str) -> None:
     assert info.value.hint
 
 
+def test_base64_over_max_bytes_is_refused_before_decoding() -> None:
+    limit = len(PNG) // 2
+    policy = ImagePolicy(max_bytes=limit)
+    for ref in (B64, f"data:image/png;base64,{B64}"):
+        with pytest.raises(ImageError, match=f"decodes to about .* bytes, over the limit of {limit}"):
+            load_image(ref, policy)
+    with pytest.raises(ImageError, match=f"over the limit of {limit}"):
+        load_image(PNG, policy)
+    assert_halves(load_image(B64, ImagePolicy(max_bytes=len(PNG))))
+
+
 def test_decode_base64_rejects_foreign_characters() -> None:
     with pytest.raises(ImageError, match="unexpected characters '\\*'"):
         decode_base64("abcd*efg")

@@ -33,7 +33,9 @@ _B64_CHARS = re.compile(r"^[A-Za-z0-9+/\-_=\s]+$")
 _WHITESPACE = re.compile(r"\s+")
 _MAX_PATH = 4096
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
-_REFUSED_SCHEMES = {"file", "ftp", "ftps", "gopher", "javascript", "mailto", "dict", "ldap", "smb", "tftp", "jar", "ws", "wss"}
+_REFUSED_SCHEMES = {
+    "file", "ftp", "ftps", "gopher", "javascript", "mailto", "dict", "ldap", "smb", "tftp", "jar", "ws", "wss",
+}
 
 
 def load_image(ref: ImageRef, policy: ImagePolicy | None = None) -> Image.Image:
@@ -65,7 +67,7 @@ def load_image_bytes(ref: ImageRef, policy: ImagePolicy) -> bytes:
     if not text:
         raise ImageError("the image reference is empty", "pass a URL, a data URL, base64 text or a file path")
     if text[:5].lower() == "data:":
-        return parse_data_url(text)
+        return parse_data_url(text, max_bytes=policy.max_bytes)
     if _URLISH.match(text):
         return fetch_image_bytes(text, policy)  # refuses every scheme but http(s) with a clear error
     scheme = _scheme_of(text)
@@ -87,7 +89,7 @@ def _path_or_base64(text: str, policy: ImagePolicy) -> bytes:
             return _read_local(path, policy)
     looks_path = path_like and _looks_like_path(text)
     if _B64_CHARS.match(text) and not (looks_path and len(text) <= 256 and not text.startswith("/9j/")):
-        return decode_base64(text)
+        return decode_base64(text, max_bytes=policy.max_bytes)
     if not looks_path:
         raise ImageError(
             f"the image reference is not a URL, a data URL or valid base64 ({_shown(text)})",
@@ -173,11 +175,18 @@ def _recheck_opened(fd: int, path: Path, policy: ImagePolicy) -> None:
         )
 
 
-def decode_base64(text: str) -> bytes:
-    """Bare base64 → bytes: standard or URL-safe alphabet, with or without padding, whitespace ignored."""
+def decode_base64(text: str, *, max_bytes: int | None = None) -> bytes:
+    """Bare base64 → bytes: standard or URL-safe alphabet, with or without padding, whitespace ignored.
+
+    With ``max_bytes`` the decoded size is checked from the length first, before anything is decoded."""
     compact = _WHITESPACE.sub("", text).rstrip("=")
     if not compact:
         raise ImageError("the base64 image data is empty", "send the base64 of the image file")
+    if max_bytes is not None and len(compact) * 3 // 4 > max_bytes:
+        raise ImageError(
+            f"the base64 image decodes to about {len(compact) * 3 // 4} bytes, over the limit of {max_bytes}",
+            "send a smaller image, or raise max_bytes",
+        )
     if not re.fullmatch(r"[A-Za-z0-9+/\-_]+", compact):
         bad = sorted({c for c in compact if not (c.isascii() and (c.isalnum() or c in "+/-_"))})
         raise ImageError(
@@ -196,7 +205,7 @@ def decode_base64(text: str) -> bytes:
         raise ImageError(f"the image is not valid base64: {exc}", "send standard or URL-safe base64") from None
 
 
-def parse_data_url(text: str) -> bytes:
+def parse_data_url(text: str, *, max_bytes: int | None = None) -> bytes:
     """``data:[<media type>][;base64],<data>`` → bytes; the media type must be ``image/*`` (not SVG)."""
     header, sep, payload = text[5:].partition(",")
     if not sep:
@@ -211,7 +220,7 @@ def parse_data_url(text: str) -> bytes:
             "use a data URL like data:image/png;base64,<data>",
         )
     if "base64" in params[1:]:
-        return decode_base64(unquote_to_bytes(payload).decode("ascii", "replace"))
+        return decode_base64(unquote_to_bytes(payload).decode("ascii", "replace"), max_bytes=max_bytes)
     return unquote_to_bytes(payload)
 
 
