@@ -116,3 +116,54 @@ def test_question_request_forms() -> None:
         QuestionRequest.model_validate({"question": "q", "image": RED_B64, "images": [RED_B64]})
     with pytest.raises(ValidationError):
         QuestionRequest.model_validate({"question": "", "image": RED_B64})
+
+
+@pytest.fixture()
+def slow_image_server():
+    """Answers every GET with a red PNG after 0.4 s, on 127.0.0.1 (port 0)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = base64.b64decode(RED_B64)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(0.4)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_images_are_fetched_concurrently(slow_image_server: str) -> None:
+    import time
+
+    policy = ImagePolicy(allow_private_hosts=["127.0.0.1"])
+    refs = [f"{slow_image_server}/{i}.png" for i in range(3)]
+    start = time.monotonic()
+    turn = resolve_messages(question_messages("q", refs), policy, workers=4)[0]
+    elapsed = time.monotonic() - start
+    assert [im.getpixel((0, 0)) for im in turn.images] == [(255, 0, 0)] * 3
+    assert elapsed < 1.1  # one after another would take at least 1.2 s
+
+
+def test_first_failing_image_in_order_is_reported() -> None:
+    refs = [RED_B64, "data:text/plain;base64,aGk=", "file:///etc/passwd"]
+    with pytest.raises(ImageError, match="text/plain"):
+        resolve_messages(question_messages("q", refs))
+    with pytest.raises(URLPolicyError):
+        resolve_messages(question_messages("q", [RED_B64, *refs[::-1]]))

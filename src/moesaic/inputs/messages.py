@@ -123,10 +123,18 @@ class Turn:
 
 
 def resolve_messages(
-    messages: list[ChatMessage], policy: "ImagePolicy | None" = None, *, max_images: int | None = None
+    messages: list[ChatMessage],
+    policy: "ImagePolicy | None" = None,
+    *,
+    max_images: int | None = None,
+    workers: int = 4,
 ) -> list[Turn]:
-    """Decode every image reference with :func:`moesaic.inputs.images.load_image` under ``policy``."""
-    from moesaic.inputs.images import ImagePolicy, load_image
+    """Decode every image reference with :func:`moesaic.inputs.images.load_image` under ``policy``.
+
+    Up to ``workers`` images are fetched/decoded at once (a request with four URLs waits for the slowest,
+    not for the sum); the first failing image, in message order, is the error raised.
+    """
+    from moesaic.inputs.images import ImagePolicy
 
     policy = policy or ImagePolicy()
     if not messages:
@@ -137,13 +145,26 @@ def resolve_messages(
             f"{len(refs)} images given but at most {max_images} are accepted",
             f"send {max_images} image(s) or fewer per request",
         )
+    images = iter(_load_all(refs, policy, workers))
     turns = []
     for msg in messages:
         parts: list[str | Image.Image] = []
         for part in msg.parts():
-            if isinstance(part, TextPart):
-                parts.append(part.text)
-            else:
-                parts.append(load_image(part.image_url.url, policy))
+            parts.append(part.text if isinstance(part, TextPart) else next(images))
         turns.append(Turn(role=msg.role, parts=tuple(parts)))
     return turns
+
+
+def _load_all(refs: list[str], policy: "ImagePolicy", workers: int) -> list["Image.Image"]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moesaic.inputs.images import load_image
+
+    if len(refs) <= 1 or workers <= 1:
+        return [load_image(ref, policy) for ref in refs]
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(refs)), thread_name_prefix="moesaic-images")
+    try:
+        futures = [pool.submit(load_image, ref, policy) for ref in refs]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
