@@ -49,10 +49,13 @@ def attribute_prompt(fields: list[str]) -> str:
     return "Describe the product as a JSON object with the keys: " + ", ".join(fields) + "."
 
 
-def is_local_path_ref(ref: str) -> bool:
-    """True when ``ref`` reads as a file path rather than a URL, data URL or long base64 string."""
+def is_local_path_ref(ref: str, folder: Path | None = None) -> bool:
+    """True when ``ref`` is a file path: an existing file (relative to ``folder`` when given), or anything
+    that is neither a URL, a data URL nor a long base64 string (a path that does not exist)."""
     if ref.startswith(("http://", "https://", "data:")):
         return False
+    if len(ref) < 4096 and ((folder or Path.cwd()) / ref).is_file():
+        return True
     return len(ref) < 64 or _BASE64.fullmatch(ref) is None
 
 
@@ -68,7 +71,7 @@ def _parse_row(spec: EvalDataset, line_no: int, row: Any) -> Sample:
     if not isinstance(image, str) or not image:
         raise _row_error(path, line_no, "missing 'image'", "give an image path, URL, data URL or base64")
     digest = ""
-    if is_local_path_ref(image):
+    if is_local_path_ref(image, path.parent):
         resolved = (path.parent / image).resolve()
         if not resolved.is_file():
             raise _row_error(path, line_no, f"image {image!r} not found (looked at {resolved})",
