@@ -61,7 +61,8 @@ def assert_halves(image: Image.Image) -> None:
 
 
 def test_data_url_and_bytes_forms_decode_the_same_pixels() -> None:
-    for ref in [f"data:image/png;base64,{B64}", PNG, bytearray(PNG), memoryview(PNG), f"  DATA:image/png;BASE64,{B64}\n"]:
+    data_url = f"data:image/png;base64,{B64}"
+    for ref in [data_url, PNG, bytearray(PNG), memoryview(PNG), f"  DATA:image/png;BASE64,{B64}\n"]:
         assert_halves(load_image(ref))
 
 

@@ -121,7 +121,9 @@ def resolve_host(host: str, port: int, timeout_s: float) -> list[IPAddress]:
     try:
         infos = future.result(timeout=timeout_s)
     except FutureTimeout:
-        raise FetchError(f"resolving {host} took longer than {timeout_s:g}s", "check the host name or try again") from None
+        raise FetchError(
+            f"resolving {host} took longer than {timeout_s:g}s", "check the host name or try again"
+        ) from None
     except (socket.gaierror, UnicodeError, OSError) as exc:
         raise FetchError(f"cannot resolve host {host}: {exc}", "check the host name in the URL") from None
     addresses: list[IPAddress] = []

@@ -58,7 +58,8 @@ def _open(data: bytes, policy: ImagePolicy) -> Image.Image:
         raise ImageError("image is empty (0 bytes)", "send the image file's bytes, not an empty body")
     if len(data) > policy.max_bytes:
         raise ImageError(
-            f"image is {len(data)} bytes, over the limit of {policy.max_bytes}", "send a smaller image, or raise max_bytes"
+            f"image is {len(data)} bytes, over the limit of {policy.max_bytes}",
+            "send a smaller image, or raise max_bytes",
         )
     kind = sniff_kind(data)
     if kind is not None:
@@ -68,7 +69,7 @@ def _open(data: bytes, policy: ImagePolicy) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image is too large to decode safely: {exc}", "downscale the image before sending it") from None
+        raise _bomb(exc) from None
     except UnidentifiedImageError:
         start = data[:8].hex(" ")
         raise ImageError(
@@ -77,6 +78,10 @@ def _open(data: bytes, policy: ImagePolicy) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read the image header: {exc}", "the file is damaged; send it again") from None
+
+
+def _bomb(exc: Exception) -> ImageError:
+    return ImageError(f"image is too large to decode safely: {exc}", "downscale the image before sending it")
 
 
 def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
@@ -92,7 +97,7 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
         image.seek(0)  # first frame of animated GIF/WebP/APNG/MPO
         image.load()
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image is too large to decode safely: {exc}", "downscale the image before sending it") from None
+        raise _bomb(exc) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(
             f"the {image.format or 'image'} data is truncated or corrupt ({exc})",

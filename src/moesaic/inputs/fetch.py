@@ -58,7 +58,9 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: typing.Any, server_hostname: str | None = None, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> "_DeadlineStream":
         inner = self._inner.start_tls(ssl_context, server_hostname, self._timeout(timeout))
         return _DeadlineStream(inner, self._deadline)
 
@@ -257,7 +259,9 @@ def _handle_response(url: httpx.URL, response: httpx.Response, policy: ImagePoli
         try:
             return url.join(location)
         except (httpx.InvalidURL, ValueError) as exc:
-            raise URLPolicyError(f"{_short(url)} redirects to an invalid URL: {exc}", "use the final image URL") from None
+            raise URLPolicyError(
+                f"{_short(url)} redirects to an invalid URL: {exc}", "use the final image URL"
+            ) from None
     if status >= 400 or status < 200 or status in (204, 205):
         reason = response.reason_phrase or ""
         raise FetchError(f"{_short(url)} answered HTTP {status} {reason}".rstrip(), "check that the image URL is right")
