@@ -116,34 +116,53 @@ def test_clear_errors(tmp_path: Path, catalogue: tuple[Path, Path]) -> None:
         index(IndexConfig(source=str(catalogue[0]), db=str(tmp_path / "e.db"), embedder="word2vec"))
 
 
-def _tiny_clip(path: Path) -> Path:
+def _tiny_dual_encoder(kind: str, path: Path) -> Path:
+    """A random 1-layer CLIP or SigLIP with a tiny offline tokenizer, saved with its processor."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipProcessor,
+    )
 
     from moesaic.testing.tokenizers import bpe_tokenizer
 
     tok = bpe_tokenizer(["<pad>", "<s>", "</s>"], bos="<s>", eos="</s>", pad="<pad>")
+    tok.model_max_length = 16
     text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "max_position_embeddings": 64, "eos_token_id": tok.eos_token_id,
-            "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
+            "num_attention_heads": 2, "max_position_embeddings": 64, "pad_token_id": tok.pad_token_id}
     vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
               "image_size": 32, "patch_size": 8}
     torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
-    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    model.save_pretrained(path)
-    CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(path)
+    if kind == "clip":
+        text.update(eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+        images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        processor = CLIPProcessor(image_processor=images, tokenizer=tok)
+    else:
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+        processor = SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    model.eval().save_pretrained(path)
+    processor.save_pretrained(path)
     return path
 
 
-def test_clip_embedder_from_a_local_folder(tmp_path: Path, catalogue: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize(("kind", "dim"), [("clip", 16), ("siglip", 32)])
+def test_dual_encoder_embedders_from_a_local_folder(
+    tmp_path: Path, catalogue: tuple[Path, Path], kind: str, dim: int
+) -> None:
     images, _ = catalogue
-    clip = _tiny_clip(tmp_path / "clip")
-    db = tmp_path / "clip.db"
-    built = index(IndexConfig(source=str(images), db=str(db), embedder=f"clip:{clip}"))
-    assert (built.dim, built.total) == (16, 12)
+    model = _tiny_dual_encoder(kind, tmp_path / kind)
+    db = tmp_path / f"{kind}.db"
+    built = index(IndexConfig(source=str(images), db=str(db), embedder=f"{kind}:{model}"))
+    assert (built.dim, built.total, built.embedder) == (dim, 12, f"{kind}:{model}")
     with VectorStore(db) as store:
-        assert store.meta() == {"embedder": f"clip:{clip}", "dim": "16"}
+        assert store.meta() == {"embedder": f"{kind}:{model}", "dim": str(dim)}
     for name in ("red-t-shirt.png", "green-bag.png", "yellow-shoe.png"):
         hits = search(SearchConfig(image=str(images / name), db=str(db), k=3)).hits
         assert Path(hits[0].ref).name == name and hits[0].score == pytest.approx(1.0, abs=1e-4)
@@ -152,4 +171,4 @@ def test_clip_embedder_from_a_local_folder(tmp_path: Path, catalogue: tuple[Path
     assert search(SearchConfig(query="x", db=str(db), k=12, where=["colour=red"])).hits[0].attrs["colour"] == ["red"]
     with pytest.raises(ConfigError, match="built with embedder"):
         index(IndexConfig(source=str(images), db=str(db), embedder="starter"))
-    shutil.rmtree(clip)
+    shutil.rmtree(model)

@@ -99,7 +99,7 @@ class CaptionEmbedder(ImageEmbedder):
 class DualEncoderEmbedder(ImageEmbedder):
     """CLIP / SigLIP style models with ``get_image_features`` and ``get_text_features``."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, kind: str = "clip") -> None:
         import torch
         from transformers import AutoModel, AutoProcessor
 
@@ -112,7 +112,7 @@ class DualEncoderEmbedder(ImageEmbedder):
         if not hasattr(self.model, "get_image_features"):
             raise ConfigError(f"{model!r} is not a dual encoder (no get_image_features)",
                               "use a CLIP or SigLIP checkpoint, or --embedder starter")
-        self.name = f"clip:{model}"
+        self.name = f"{kind}:{model}"
         with torch.inference_mode():
             self.dim = int(self.embed_text(["probe"]).shape[1])
 
@@ -132,7 +132,9 @@ class DualEncoderEmbedder(ImageEmbedder):
     def embed_text(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        inputs = self.processor(text=texts, return_tensors="pt", padding=True)
+        # SigLIP was trained on max-length padded text; CLIP pads to the longest text
+        siglip = str(getattr(self.model.config, "model_type", "")).startswith("siglip")
+        inputs = self.processor(text=texts, return_tensors="pt", padding="max_length" if siglip else True)
         keep = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
             return _normalise(self._pooled(self.model.get_text_features(**keep)))  # (n, dim)
@@ -144,5 +146,5 @@ def make_embedder(spec: str, *, ocr: bool = True) -> ImageEmbedder:
     if spec == "starter":
         return CaptionEmbedder(ocr=ocr)
     if kind in ("clip", "siglip") and target:
-        return DualEncoderEmbedder(target)
+        return DualEncoderEmbedder(target, kind)
     raise ConfigError(f"unknown embedder {spec!r}", "use 'starter' or 'clip:<hub id or folder>'", param="embedder")
