@@ -20,6 +20,8 @@ _LAZY = {
     "finetune": "moesaic.finetune.train:finetune",
     "FinetuneConfig": "moesaic.finetune.config:FinetuneConfig",
     "serve": "moesaic.serve.app:serve",
+    "evaluate": "moesaic.eval.run:evaluate",
+    "EvalConfig": "moesaic.eval.config:EvalConfig",
     "MoesaicError": "moesaic.errors:MoesaicError",
 }
 
