@@ -98,6 +98,7 @@ ROUTES: dict[str, Callable[[_Handler], None]] = {
     "/redirect": _redirect,
     "/loop": lambda h: (h.send_response(302), h.send_header("Location", "/loop"), h.end_headers()),
     "/slow": _slow,
+    "/stall": lambda h: (time.sleep(2.0), h.reply(PNG)),  # accepts, then says nothing for 2 s
 }
 
 
@@ -311,6 +312,13 @@ def test_slow_body_hits_the_total_timeout(server: tuple[str, list]) -> None:
     with pytest.raises(FetchError, match="longer than 0.6s"):
         load_image(f"{server[0]}/slow", policy)
     assert time.monotonic() - start < 1.5  # the total budget, not one read timeout per byte
+
+
+def test_silent_server_hits_the_total_timeout(server: tuple[str, list]) -> None:
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="longer than 0.4s"):
+        load_image(f"{server[0]}/stall", LOCAL.model_copy(update={"timeout_s": 0.4}))
+    assert time.monotonic() - start < 1.2
 
 
 @pytest.mark.parametrize("path,error,match", [
