@@ -108,3 +108,12 @@ def test_settings_defaults_flags_and_token_estimate(monkeypatch, tmp_path):
     assert cfg.resolved_api_key() == "from-env"
     msg = ChatMessage(role="user", content="abcdefgh é")  # 11 UTF-8 bytes → 3 tokens
     assert approx_tokens([msg, msg]) == 6
+
+
+def test_bad_allow_host_is_a_config_error():
+    from moesaic.errors import ConfigError
+    from moesaic.serve.app import create_app
+
+    with pytest.raises(ConfigError, match="invalid --allow-host") as info:
+        create_app(ServeConfig(model="colors", allow_host=["10.0.0.0/99"]), ColorBackend())
+    assert "CIDR" in str(info.value)

@@ -19,7 +19,7 @@ import anyio
 from pydantic import ValidationError
 
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
-from moesaic.errors import ImageError, InputError, MoesaicError, NotFoundError
+from moesaic.errors import ConfigError, ImageError, InputError, MoesaicError, NotFoundError
 from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs, resolve_messages
 from moesaic.serve.batching import Batcher
 from moesaic.serve.metrics import ServeMetrics
@@ -70,12 +70,16 @@ class ChatService:
         self.settings = settings
         self.metrics = metrics
         self.model_name = settings.model_name
-        self.policy = ImagePolicy.for_server(  # never local files: requests come from strangers
-            allow_private_hosts=list(settings.allow_host),
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            timeout_s=settings.image_timeout_s,
-        )
+        try:
+            self.policy = ImagePolicy.for_server(  # never local files: requests come from strangers
+                allow_private_hosts=list(settings.allow_host),
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+                timeout_s=settings.image_timeout_s,
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"invalid --allow-host: {exc.errors()[0]['msg']}",
+                              "give host names, addresses or CIDRs such as 10.0.0.0/8", param="allow_host") from None
         self.batcher = Batcher(
             backend,
             max_batch_size=settings.max_batch_size,
