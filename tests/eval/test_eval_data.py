@@ -118,3 +118,31 @@ def test_cache_disabled_and_torn_lines(tmp_path: Path) -> None:
     size = cache.path.stat().st_size
     off.put(entry.model_copy(update={"sample_id": "3"}))
     assert cache.path.stat().st_size == size
+
+
+def test_starter_model_through_the_registry(tmp_path: Path, qa_dataset: Path) -> None:
+    """The offline starter experts (the default model) evaluated like any other: their colour expert names
+    each picture's colour, and token F1 against the one-word reference is 2 / (n + 1) for an n-token answer
+    that contains it once (precision 1/n, recall 1)."""
+    from moesaic.eval import evaluate
+    from moesaic.eval.metrics import squad_normalize
+
+    qa_dataset.write_text("".join(
+        json.dumps({"id": c, "image": f"img/{c}.png", "question": "What colour is it?", "reference": c}) + "\n"
+        for c in ("red", "blue", "green")))
+    config = EvalConfig.validated({"models": [{"name": "starter", "model": "starter", "price_per_hour": 0.1}],
+                                   "datasets": [{"name": "qa", "path": str(qa_dataset)}],
+                                   "metrics": ["token_f1", "normalized_match"], "out": str(tmp_path / "out")})
+    result = evaluate(config)
+    preds = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    expected = []
+    for p in preds:
+        tokens = squad_normalize(p["answer"]).split()
+        assert tokens.count(p["sample_id"]) == 1, p["answer"]
+        expected.append(2 / (len(tokens) + 1))
+    metrics = result.models[0].datasets[0].metrics
+    assert metrics["token_f1"] == pytest.approx(sum(expected) / 3)
+    # a sentence is not the bare word: normalized match only for one-word answers
+    assert metrics["normalized_match"] == pytest.approx(sum(len(squad_normalize(p["answer"]).split()) == 1
+                                                            for p in preds) / 3)
+    assert result.models[0].peak_rss_mb is not None and result.models[0].model_calls == 3
