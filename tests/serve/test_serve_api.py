@@ -240,6 +240,8 @@ def test_slow_request_is_504():
     with running(make_app(ColorBackend(delay_s=1.0), request_timeout_s=0.2)) as url:
         r = chat(url, {"model": "colors", "messages": [{"role": "user", "content": "hi"}]})
         expect_error(r, 504, "timeout", "longer than 0.2 s")
+        assert httpx.get(f"{url}/ping").status_code == 200  # still serving (every answer here takes 1 s)
+        assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == "colors"
 
 
 def test_api_key():
