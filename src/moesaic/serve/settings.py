@@ -42,7 +42,7 @@ class ServeConfig(CommandConfig):
     max_prompt_tokens: int = Field(
         4096, ge=1, description="prompt text limit, approximated as ceil(UTF-8 bytes / 4) per request"
     )
-    max_tokens_limit: int = Field(2048, ge=1, description="largest max_tokens a request may ask for")
+    max_tokens_limit: int = Field(2048, ge=1, le=8192, description="largest max_tokens a request may ask for")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none (capped by max_tokens_limit)")
     max_batch_size: int = Field(8, ge=1, description="requests per batched generate call")
     batch_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
