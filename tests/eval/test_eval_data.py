@@ -146,3 +146,16 @@ def test_starter_model_through_the_registry(tmp_path: Path, qa_dataset: Path) ->
     assert metrics["normalized_match"] == pytest.approx(sum(len(squad_normalize(p["answer"]).split()) == 1
                                                             for p in preds) / 3)
     assert result.models[0].peak_rss_mb is not None and result.models[0].model_calls == 3
+
+
+def test_cache_key_follows_local_model_files(tmp_path: Path, qa_dataset: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"1234")
+    config = EvalConfig.validated({"models": [{"name": "m", "model": str(folder)}],
+                                   "datasets": [{"name": "qa", "path": str(qa_dataset)}]})
+    before = config.generation_hash(config.models[0])
+    assert config.generation_hash(config.models[0]) == before  # stable
+    (folder / "model.safetensors").write_bytes(b"123456")  # retrained weights at the same path
+    assert config.generation_hash(config.models[0]) != before

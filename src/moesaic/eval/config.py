@@ -64,8 +64,13 @@ class EvalModel(FrozenModel):
         return self.endpoint is not None
 
     def identity(self) -> dict[str, object]:
-        """What decides the answers (not the price): part of every cache key."""
-        return self.model_dump(include={"model", "backend", "dtype", "endpoint", "endpoint_model"})
+        """What decides the answers (not the price): part of every cache key. For a local model folder
+        this includes a stamp of its files (name, size, modification time), so retrained weights saved
+        at the same path are asked again."""
+        ident: dict[str, object] = self.model_dump(include={"model", "backend", "dtype", "endpoint", "endpoint_model"})
+        if self.model is not None and Path(self.model).is_dir():
+            ident["files"] = _folder_stamp(Path(self.model))
+        return ident
 
 
 class EvalDataset(FrozenModel):
@@ -132,3 +137,13 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _folder_stamp(folder: Path) -> str:
+    """Hash of every file's relative name, size and mtime under ``folder`` (no file contents read)."""
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            entries.append(f"{path.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
