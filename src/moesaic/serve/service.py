@@ -242,7 +242,7 @@ def _internal(exc: Exception) -> InternalError:
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON/UTF-8, >4300-digit ints, deep nesting
         raise InputError(f"the body is not valid JSON: {exc}", 'send {"question": ..., "image": ...}') from None
     if not isinstance(data, dict):
         raise InputError("the body must be a JSON object", 'send {"question": ..., "image": ...}')

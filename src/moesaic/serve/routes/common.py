@@ -32,7 +32,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     raw = await request.body()
     try:
         data: Any = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON/UTF-8, >4300-digit ints, deep nesting
         raise InputError(f"the body is not valid JSON: {exc}", "send a JSON object") from None
     if not isinstance(data, dict):
         raise InputError("the body must be a JSON object", "send a JSON object")
