@@ -172,3 +172,29 @@ def test_dual_encoder_embedders_from_a_local_folder(
     with pytest.raises(ConfigError, match="built with embedder"):
         index(IndexConfig(source=str(images), db=str(db), embedder="starter"))
     shutil.rmtree(model)
+
+
+def test_an_interrupted_index_keeps_what_it_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moesaic.tasks.search import commands
+    from moesaic.tasks.search.embedders import CaptionEmbedder
+
+    monkeypatch.setattr(commands, "COMMIT_EVERY", 3)
+    save_products(tmp_path / "imgs", [("t-shirt", c) for c in ("red", "blue", "green", "yellow", "black")], size=64)
+    real = CaptionEmbedder.describe
+    calls = {"n": 0}
+
+    def interrupted(self: CaptionEmbedder, image: object, extra: object = None) -> object:
+        calls["n"] += 1
+        if calls["n"] == commands.COMMIT_EVERY + 2:
+            raise KeyboardInterrupt
+        return real(self, image, extra)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CaptionEmbedder, "describe", interrupted)
+    cfg = IndexConfig(source=str(tmp_path / "imgs"), db=str(tmp_path / "i.db"), ocr=False)
+    with pytest.raises(KeyboardInterrupt):
+        index(cfg)
+    with VectorStore(tmp_path / "i.db") as store:
+        assert store.count() == commands.COMMIT_EVERY  # the committed batch survived, the open one rolled back
+    monkeypatch.setattr(CaptionEmbedder, "describe", real)
+    resumed = index(cfg)
+    assert (resumed.added, resumed.skipped, resumed.total) == (2, 3, 5)
