@@ -40,14 +40,16 @@ def plot_pareto(result: EvalResult, path: Path) -> Path:
     on_front = [m.name in result.pareto for m in models]
     ax.scatter(xs, ys, s=_areas([m.memory_mb for m in models]), alpha=0.45,
                c=["tab:orange" if f else "tab:blue" for f in on_front], edgecolors="black", linewidths=0.8)
-    for m, x, y in zip(models, xs, ys, strict=True):
+    for i, (m, x, y) in enumerate(zip(models, xs, ys, strict=True)):
         mem = f" ({m.memory_mb:.0f} MB)" if m.memory_mb is not None else ""
-        ax.annotate(m.name + mem, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        # alternate above / below so neighbours' labels do not overlap
+        ax.annotate(m.name + mem, (x, y), textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14),
+                    fontsize=8)
     front = sorted((x, y) for x, y, f in zip(xs, ys, on_front, strict=True) if f)
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:orange",
                 linestyle="--", linewidth=1.2, marker="D", markersize=4, label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     ax.set_xlabel("latency p50 per sample (ms)")
     ax.set_ylabel("accuracy (mean primary metric)")
     ax.set_ylim(-0.05, 1.05)
