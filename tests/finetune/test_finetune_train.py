@@ -89,3 +89,27 @@ def test_what_trains_vision_tower_versus_projector(ft_model) -> None:  # noqa: A
     grads = {n: p.requires_grad for n, p in full.named_parameters()}
     assert not any(g for n, g in grads.items() if ".blocks." in n)
     assert all(g for n, g in grads.items() if "merger" in n or "language_model" in n)
+
+
+@pytest.mark.slow
+def test_two_processes_share_each_global_batch(ft_model, colour_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    out = tmp_path / "run"
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(f"base_model: {ft_model('idefics3')}\ndata: {colour_data}\noutput_dir: {out}\nmax_steps: 4\n"
+                   "batch_size: 2\neval_fraction: 0.0\nlora: {dropout: 0.1}\n")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "MOESAIC_PROGRESS": "0"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "moesaic.cli", "finetune", str(cfg)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in log] == [4, 8, 12, 16]  # 2 processes x batch 2 per step, logged once
+    rngs = torch.load(out / "checkpoints/step-00000004/rng.pt", weights_only=False)
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
+    assert (out / "adapter/adapter_model.safetensors").is_file()

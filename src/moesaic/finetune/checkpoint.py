@@ -18,7 +18,7 @@ from typing import Any
 from moesaic.atomic import atomic_dir
 from moesaic.errors import ConfigError
 
-__all__ = ["TrainState", "save_checkpoint", "latest_checkpoint", "load_checkpoint", "trainable_state"]
+__all__ = ["TrainState", "save_checkpoint", "latest_checkpoint", "load_checkpoint", "trainable_state", "rng_state"]
 
 _NAME = re.compile(r"^step-(\d{8})$")
 
@@ -35,7 +35,7 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -58,7 +58,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState,
-                    config: Any, keep: int) -> Path:
+                    config: Any, keep: int, rng_states: list[dict[str, Any]] | None = None) -> Path:
+    """Write ``step-N`` atomically; ``rng_states`` holds one RNG state per process (default: this one's)."""
     import torch
     from safetensors.torch import save_file
 
@@ -67,7 +68,7 @@ def save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, stat
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng.pt")
+        torch.save(rng_states or [rng_state()], tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps(asdict(state)))
         config.save(tmp)
     for old in _checkpoints(root)[:-keep]:
@@ -86,7 +87,7 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) -> TrainState:
+def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, rank: int = 0) -> TrainState:
     import torch
     from safetensors.torch import load_file
 
@@ -102,5 +103,6 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) ->
             params[name].copy_(tensor)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+    states = torch.load(folder / "rng.pt", weights_only=False)
+    _set_rng_state(states[rank] if rank < len(states) else states[0])
     return TrainState(**json.loads((folder / "state.json").read_text()))

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from moesaic.finetune.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from moesaic.finetune.checkpoint import TrainState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
 from moesaic.finetune.config import FinetuneConfig
 from moesaic.finetune.data import Sample
 from moesaic.finetune.encode import Encoded, collate
@@ -83,7 +83,7 @@ def train_loop(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pro
         shutil.rmtree(ckpt_root)  # a fresh run must not mix with (or be pruned against) an old run's steps
     accelerator.wait_for_everyone()
     if config.resume and (found := latest_checkpoint(ckpt_root)) is not None:
-        state, resumed = load_checkpoint(found, raw, optimizer, scheduler), found
+        state, resumed = load_checkpoint(found, raw, optimizer, scheduler, accelerator.process_index), found
         log.info("resuming from %s (step %d)", found, state.step)
     if accelerator.is_main_process:
         _metrics_resume(metrics, state.step) if resumed else metrics.unlink(missing_ok=True)
@@ -108,6 +108,10 @@ def train_loop(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pro
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if accelerator.num_processes > 1:  # log the mean over processes, not rank 0's share
+            import torch
+
+            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
         state.step += 1
         state.elapsed_s = time.perf_counter() - started
         losses.append(step_loss)
@@ -120,9 +124,11 @@ def train_loop(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pro
 
 def _save(accelerator: Any, root: Path, raw: Any, optimizer: Any, scheduler: Any, state: TrainState,
           config: FinetuneConfig) -> None:
-    accelerator.wait_for_everyone()
+    from accelerate.utils import gather_object
+
+    rngs = gather_object([rng_state()])  # every process's RNG (dropout), so each resumes its own stream
     if accelerator.is_main_process:
-        save_checkpoint(root, raw, optimizer, scheduler, state, config, config.keep_checkpoints)
+        save_checkpoint(root, raw, optimizer, scheduler, state, config, config.keep_checkpoints, rngs)
     accelerator.wait_for_everyone()
 
 

@@ -10,7 +10,9 @@ Several GPUs: the loop is built on ``accelerate``, so the same command runs dist
 
     accelerate launch -m moesaic.cli finetune CONFIG.yaml
 
-(each process takes its slice of every global batch; rank 0 writes checkpoints, logs and outputs).
+(each process takes its slice of every global batch of ``batch_size x processes`` samples; rank 0 writes
+checkpoints — with every process's RNG state — logs and outputs). Several CPU processes (what the test suite
+checks): ``ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m moesaic.cli finetune CONFIG.yaml``.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     plan = plan_steps(len(train_items), config, accelerator.num_processes)
     optimizer, scheduler = _optimizer(model, config, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    set_seed(config.seed, device_specific=True)  # one dropout stream per process (seed + rank)
     state, losses, resumed = train_loop(accelerator, model, optimizer, scheduler, processor, train_items, config)
     raw = accelerator.unwrap_model(model)
     saved = _save_outputs(accelerator, raw, processor, config)
