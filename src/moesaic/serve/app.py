@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -143,4 +145,12 @@ def serve(config: ServeConfig) -> None:
     except ImportError:  # pragma: no cover
         raise missing_extra("uvicorn", "serve") from None
     app = create_app(config)
-    uvicorn.run(app, host=sagemaker_host(config), port=config.port, log_level=config.log_level)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; absorbing that re-raise makes
+    # a graceful stop exit 0 (what SageMaker, Kubernetes and systemd read as a clean shutdown).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: log.info("stopped by SIGTERM")) if in_main else None
+    try:
+        uvicorn.run(app, host=sagemaker_host(config), port=config.port, log_level=config.log_level)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

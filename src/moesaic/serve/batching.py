@@ -200,6 +200,12 @@ class Batcher:
             if len(answers) != len(batch):
                 raise RuntimeError(f"backend returned {len(answers)} answers for {len(batch)} prompts")
         except Exception as exc:  # settle every waiter; the service turns it into an HTTP error
+            if len(batch) > 1:  # one poisoned request must not fail its neighbours: retry each alone
+                log.warning("a batch of %d failed (%s); answering its requests one by one", len(batch), exc)
+                for job in batch:
+                    if not job.dropped():
+                        await self._run_batch([job])
+                return
             for job in batch:
                 if not job.dropped():
                     job.future.set_exception(exc)  # type: ignore[union-attr]
