@@ -1,6 +1,6 @@
 """Does an answer state the experts' facts, and does it invent any?
 
-Facts (per image): the best tag (label), each reported colour name, each OCR line. A fact counts as stated
+Facts (per image): the best tag (label), each reported colour name, each clearly read OCR line. A fact counts as stated
 when it appears in the answer (case-insensitive, whitespace-normalised). Invented facts are things the
 answer names that the experts did not find: an ImageNet class name that is not among the image's tags, a
 palette colour that was not reported, or a number/percentage that appears in no finding. Anything also
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from moesaic.experts.colors import PALETTE
 from moesaic.experts.findings import ImageFindings
-from moesaic.experts.writer import pct
+from moesaic.experts.writer import clear_text, pct
 
 __all__ = ["FactCheck", "check_answer", "facts_of"]
 
@@ -51,13 +51,13 @@ def facts_of(images: list[ImageFindings]) -> list[str]:
         if f.tags:
             facts.append(f.tags[0].label)
         facts.extend(c.name for c in f.colors or [])
-        facts.extend(t.text for t in f.text or [])
+        facts.extend(t.text for t in f.text or [] if clear_text(t))
     return facts
 
 
 def _allowed(images: list[ImageFindings], question: str) -> tuple[set[str], set[str], str]:
-    labels = {t.label.lower() for f in images for t in f.tags or []}
     colours = {c.name for f in images for c in f.colors or []}
+    labels = {t.label.lower() for f in images for t in f.tags or []} | colours  # "orange" is also a class
     numbers = [pct(t.score) for f in images for t in f.tags or []] + [pct(c.share) for f in images for c in f.colors or []]
     source = _norm(" ".join(numbers + [t.text for f in images for t in f.text or []] + [question]))
     return labels, colours, source

@@ -3,8 +3,11 @@
 - :func:`grounded_answer` (the default) states only what the experts found, with their confidence:
   ``This looks like an espresso (96%). Dominant colours: brown (36%), orange (17%), black (16%).``
 - :func:`llm_answer` asks a small causal LM (SmolLM2-135M by default) to rewrite those grounded facts
-  fluently. It reads better when it works, but the 135M model drops and invents facts; measured with
-  ``benchmarks/starter_writer.py`` (see :mod:`moesaic.experts.factcheck`), so it is opt-in.
+  fluently. It reads better when it works, but the 135M model drops and invents facts. Measured with
+  ``benchmarks/starter_writer.py`` on 8 images (see :mod:`moesaic.experts.factcheck`): template recall
+  1.00 with 0 invented facts per answer; SmolLM2 (greedy, its best setting) recall 0.59, 0.12 invented,
+  ~5 s per answer on 2 busy CPU cores. So the template is the default and the LLM writer is opt-in
+  (``model="starter:llm"``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from moesaic.experts.llm import CausalLMWriter
     from moesaic.experts.router import Route
 
-__all__ = ["WriterName", "grounded_answer", "describe_image", "llm_answer", "pct", "with_article", "asked_thing"]
+__all__ = ["WriterName", "grounded_answer", "describe_image", "llm_answer", "pct", "with_article", "asked_thing", "clear_text"]
 
 WriterName = Literal["template", "llm"]
 
@@ -79,9 +82,14 @@ def _colors_sentence(colors: list[ColorFinding], asked: bool) -> str:
     return "Dominant colours: " + ", ".join(named) + "."
 
 
+def clear_text(line: TextFinding) -> bool:
+    """Confident and at least 3 letters/digits: worth mentioning when nobody asked about text."""
+    return line.score >= GENERIC_TEXT_SCORE and sum(ch.isalnum() for ch in line.text) >= 3
+
+
 def _text_sentence(lines: list[TextFinding], asked: bool) -> str | None:
     if not asked:  # a generic question mentions text only when it is clearly there
-        lines = [ln for ln in lines if ln.score >= GENERIC_TEXT_SCORE and sum(ch.isalnum() for ch in ln.text) >= 3]
+        lines = [ln for ln in lines if clear_text(ln)]
     if not lines:
         return "I could not find any legible text." if asked else None
     from moesaic.experts.ocr import joined_rows
@@ -134,5 +142,7 @@ def llm_answer(
         {"role": "system", "content": LLM_SYSTEM},
         {"role": "user", "content": f"Facts: {facts}\nQuestion: {question or 'What is in this image?'}"},
     ]
-    text = writer.complete(messages, max_new_tokens=max_new_tokens, **decoding)
+    from moesaic.experts.llm import tidy
+
+    text = tidy(writer.complete(messages, max_new_tokens=max_new_tokens, **decoding))
     return text or facts
