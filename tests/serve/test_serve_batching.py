@@ -117,3 +117,12 @@ def test_bad_allow_host_is_a_config_error():
     with pytest.raises(ConfigError, match="invalid --allow-host") as info:
         create_app(ServeConfig(model="colors", allow_host=["10.0.0.0/99"]), ColorBackend())
     assert "CIDR" in str(info.value)
+
+
+def test_one_poisoned_request_fails_alone():
+    backend = ColorBackend()
+    jobs = [("fine one", GenerationParams()), ("boom", GenerationParams()), ("fine two", GenerationParams())]
+    results = asyncio.run(run_all(Batcher(backend, max_batch_size=8, wait_s=0.05), jobs))
+    assert results[0].text == "about fine one" and results[2].text == "about fine two"
+    assert isinstance(results[1], RuntimeError)
+    assert backend.batch_sizes[0] == 3 and backend.generate_calls == 3  # the batch failed, then one by one
