@@ -59,6 +59,8 @@ def test_forced_routing_gives_the_experts_logits(case, tiny_model_dir, mlp_exper
     merge(_config(base, experts, tmp_path / "moe", gate_mode="uniform", experts_per_token=1,
                   output_architecture=ARCH_OF[case]))
     moe, _ = load_moe(tmp_path / "moe")
+    if case != "generic":  # the fastest experts implementation on CPU (benchmarks/moe_decode.py)
+        assert moe.config.get_text_config()._experts_implementation == "eager"
     ids = token_ids(1)
     dense = [_logits(load_dense(str(e)), ids) for e in experts]
     assert (dense[0] - dense[1]).abs().max() > 1e-2  # the experts really differ
@@ -139,3 +141,27 @@ def test_generic_output_reloads_with_moesaic_load(tiny_model_dir, mlp_expert, tm
 
     answer = backend.generate([Turn("user", (Image.new("RGB", (32, 32), "blue"), "what color?"))])
     assert answer.completion_tokens >= 1
+
+
+def test_shared_weights_average_and_dtype(tiny_model_dir, tmp_path) -> None:
+    from moesaic.moe.layers import find_decoder_layers
+
+    base = tiny_model_dir("idefics3")
+    experts = []
+    for seed in (5, 6):  # experts whose attention differs from the base
+        model = load_dense(str(base))
+        with torch.no_grad():
+            find_decoder_layers(model).layers[0].self_attn.q_proj.weight.add_(float(seed))
+        model.save_pretrained(tmp_path / f"att{seed}")
+        from conftest import copy_processor
+
+        copy_processor(base, tmp_path / f"att{seed}")
+        experts.append(tmp_path / f"att{seed}")
+    for arch in ("mixtral", "generic"):
+        merge(_config(base, experts, tmp_path / arch, gate_mode="uniform", experts_per_token=1,
+                      shared_weights="average", dtype="bfloat16", output_architecture=arch))
+        moe, _ = load_moe(tmp_path / arch)
+        q = find_decoder_layers(moe).layers[0].self_attn.q_proj.weight
+        want = find_decoder_layers(load_dense(str(base))).layers[0].self_attn.q_proj.weight + 5.5
+        assert q.dtype == torch.bfloat16
+        torch.testing.assert_close(q.float(), want.to(torch.bfloat16).float(), atol=0.05, rtol=0.01)

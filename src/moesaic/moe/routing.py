@@ -19,7 +19,11 @@ from torch import nn
 from moesaic.errors import ModelLoadError
 from moesaic.moe.layers import find_decoder_layers
 
-__all__ = ["load_moe", "save_moe", "routers", "record_routing", "is_generic"]
+__all__ = ["load_moe", "save_moe", "routers", "record_routing", "is_generic", "CPU_EXPERTS_IMPLEMENTATION"]
+
+# benchmarks/moe_decode.py (N=4, SmolLM2-135M shapes, 1 CPU thread): eager beat grouped_mm at k=1 and
+# batched_mm by 3-10x; transformers' default for Mixtral/Qwen3-VL-MoE is grouped_mm.
+CPU_EXPERTS_IMPLEMENTATION = "eager"
 
 
 def is_generic(folder: str | Path) -> bool:
@@ -39,6 +43,8 @@ def load_moe(folder: str | Path) -> tuple[nn.Module, Any]:
         return load_generic_moe(folder)
     model = load_dense(str(folder))
     routers(model)  # raises when it is not an MoE
+    if next(model.parameters()).device.type == "cpu" and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation(CPU_EXPERTS_IMPLEMENTATION)
     return model, load_processor(str(folder))
 
 
