@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from moesaic.backends.base import Answer, Backend, BackendOptions, GenerationParams, apply_stop
@@ -33,21 +34,31 @@ log = logging.getLogger(__name__)
 MAX_IMAGES = 8
 
 
+def _read_text(image: "Image.Image") -> list[Any]:
+    from moesaic.experts.ocr import OCR
+
+    return OCR.shared().read(image)
+
+
 def run_experts(image: "Image.Image", experts: tuple[str, ...], *, top_k: int = 5, colors_k: int = 3) -> ImageFindings:
-    """Run the named experts (``tagger``, ``ocr``, ``colors``) on one image."""
+    """Run the named experts (``tagger``, ``ocr``, ``colors``) on one image.
+
+    OCR (ONNX Runtime, which releases the GIL) runs in a worker thread while the tagger (and, when cold,
+    the torch import) and the colours run here: on 2 cores a cold generic question gets ~2 s faster.
+    """
     tags = colors = text = None
-    if "tagger" in experts:
-        from moesaic.experts.tagger import Tagger
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moesaic-ocr") as pool:
+        pending = pool.submit(_read_text, image) if "ocr" in experts else None
+        if "tagger" in experts:
+            from moesaic.experts.tagger import Tagger
 
-        tags = Tagger.shared().tag(image, top_k=top_k)
-    if "ocr" in experts:
-        from moesaic.experts.ocr import OCR
+            tags = Tagger.shared().tag(image, top_k=top_k)
+        if "colors" in experts:
+            from moesaic.experts.colors import dominant_colors
 
-        text = OCR.shared().read(image)
-    if "colors" in experts:
-        from moesaic.experts.colors import dominant_colors
-
-        colors = dominant_colors(image, k=colors_k)
+            colors = dominant_colors(image, k=colors_k)
+        if pending is not None:
+            text = pending.result()
     return ImageFindings.from_experts(tags=tags, colors=colors, text=text)
 
 
