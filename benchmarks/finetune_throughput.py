@@ -46,6 +46,9 @@ def make_data(folder: Path, n: int, size: int) -> list[tuple[str, str]]:
 
 
 def run_moesaic(args: argparse.Namespace, work: Path) -> dict:
+    import accelerate  # noqa: F401  (imports outside the timed span, as for TRL)
+    import peft  # noqa: F401
+
     from moesaic.finetune.config import FinetuneConfig
     from moesaic.finetune.train import finetune
 

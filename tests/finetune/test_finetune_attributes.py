@@ -20,7 +20,8 @@ def test_schema_inference_validation_and_file_round_trip(tmp_path: Path) -> None
     rows = [{"color": "red", "shape": "square"}, {"color": "blue", "shape": "circle"}, {"color": "green"}]
     assert infer_schema(rows) == SCHEMA
     assert canonical_json({"shape": "circle", "color": "red"}, SCHEMA) == '{"color": "red", "shape": "circle"}'
-    assert validate_attributes('{"color": "red", "shape": "circle"}', SCHEMA) == ({"color": "red", "shape": "circle"}, None)
+    ok = '{"color": "red", "shape": "circle"}'
+    assert validate_attributes(ok, SCHEMA) == ({"color": "red", "shape": "circle"}, None)
     assert validate_attributes('{"color": "red"', SCHEMA)[1].startswith("invalid JSON")
     parsed, problem = validate_attributes('{"color": "pink", "shape": "circle"}', SCHEMA)
     assert parsed == {"color": "pink", "shape": "circle"} and "out-of-schema ['color']" in problem

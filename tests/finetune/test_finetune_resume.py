@@ -78,7 +78,8 @@ def test_killed_run_resumes_to_the_same_weights(ft_model, colour_data: Path, tmp
     assert len(losses(out)) == 60
 
 
-def test_resume_refuses_a_checkpoint_of_another_method(ft_model, colour_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_resume_refuses_a_checkpoint_of_another_method(ft_model, colour_data: Path,  # noqa: ANN001
+                                                       tmp_path: Path) -> None:
     from moesaic.errors import ConfigError
 
     cfg = {**_config(ft_model("idefics3"), colour_data, tmp_path / "run", "lora"), "max_steps": 2, "save_every": 1}

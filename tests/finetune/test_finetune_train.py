@@ -46,7 +46,8 @@ def test_finetune_learns_the_colour(ft_model, colour_data: Path, tmp_path: Path,
     assert json.loads((out / "result.json").read_text())["eval_accuracy"] == result.eval_accuracy
 
 
-def test_full_training_keeps_the_vision_tower_frozen(ft_model, colour_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_full_training_keeps_the_vision_tower_frozen(ft_model, colour_data: Path,  # noqa: ANN001
+                                                     tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     base = ft_model("idefics3")

@@ -204,4 +204,5 @@ def _report(preds: list[dict[str, str]], gold: list[dict[str, str]], raw_ok: lis
     invalid = sum(validate_attributes(json.dumps(p), schema)[1] is not None for p in preds)
     return AttributeReport(samples=n, strategy=strategy, per_field_accuracy=fields,
                            exact_match=sum(all(p.get(k) == g.get(k) for k in g) for p, g in zip(preds, gold)) / n,
-                           invalid_json_rate=1 - sum(raw_ok) / n, schema_invalid_rate=invalid / n, attribute_schema=schema)
+                           invalid_json_rate=1 - sum(raw_ok) / n, schema_invalid_rate=invalid / n,
+                           attribute_schema=schema)

@@ -72,7 +72,8 @@ def _metrics_resume(path: Path, step: int) -> None:
 
 
 def train_loop(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, processor: Any,
-               items: list[tuple[Sample, Encoded]], config: FinetuneConfig) -> tuple[TrainState, list[float], Path | None]:
+               items: list[tuple[Sample, Encoded]],
+               config: FinetuneConfig) -> tuple[TrainState, list[float], Path | None]:
     """Run to ``total_steps``; returns the final state, the per-step losses of this process, resumed-from."""
     out = Path(config.output_dir)
     ckpt_root, metrics = out / "checkpoints", out / "metrics.jsonl"
@@ -85,8 +86,10 @@ def train_loop(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, pro
     if config.resume and (found := latest_checkpoint(ckpt_root)) is not None:
         state, resumed = load_checkpoint(found, raw, optimizer, scheduler, accelerator.process_index), found
         log.info("resuming from %s (step %d)", found, state.step)
-    if accelerator.is_main_process:
-        _metrics_resume(metrics, state.step) if resumed else metrics.unlink(missing_ok=True)
+    if accelerator.is_main_process and resumed:
+        _metrics_resume(metrics, state.step)
+    elif accelerator.is_main_process:
+        metrics.unlink(missing_ok=True)
     losses: list[float] = []
     model.train()
     started = time.perf_counter() - state.elapsed_s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +12,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["load_model", "load_processor", "save_processor", "image_token_id", "vision_module_names",
            "lora_targets", "apply_method", "VISION_MARKERS", "PROJECTOR_MARKERS"]
-
-log = logging.getLogger(__name__)
 
 VISION_MARKERS = ("vision_model", "vision_tower", "visual", "vision_encoder", "image_encoder")
 PROJECTOR_MARKERS = ("merger", "connector", "multi_modal_projector", "deepstack_merger_list")
