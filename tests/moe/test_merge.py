@@ -165,3 +165,26 @@ def test_shared_weights_average_and_dtype(tiny_model_dir, tmp_path) -> None:
         want = find_decoder_layers(load_dense(str(base))).layers[0].self_attn.q_proj.weight + 5.5
         assert q.dtype == torch.bfloat16
         torch.testing.assert_close(q.float(), want.to(torch.bfloat16).float(), atol=0.05, rtol=0.01)
+
+
+@pytest.mark.parametrize(("text_cls", "want_arch", "want_cls"), [
+    ("LlamaConfig", "mixtral", "MixtralForCausalLM"), ("Qwen3Config", "generic", "Qwen3ForCausalLM")])
+def test_text_only_decoders(text_cls, want_arch, want_cls, tmp_path) -> None:
+    import transformers
+
+    from moesaic.testing import tiny_processor
+
+    tok = tiny_processor("llava").tokenizer
+    cfg = getattr(transformers, text_cls)(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                          head_dim=8, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    base = tmp_path / "base"
+    result = merge(_config(base, [base, base], tmp_path / "moe", gate_mode="hidden", experts_per_token=2))
+    assert result.architecture == want_arch
+    moe, processor = load_moe(tmp_path / "moe")
+    assert type(moe).__name__ == want_cls and processor is not None
+    ids = token_ids()
+    torch.testing.assert_close(_logits(moe, ids), _logits(load_dense(str(base)), ids), atol=1e-5, rtol=1e-4)
