@@ -134,3 +134,11 @@ def test_stats_quantiles() -> None:
     s = stats(list(range(1, 21)))
     assert (s.min, s.median, s.max) == (1, 10.5, 20) and s.p95 == pytest.approx(19.05)
     assert stats([]) is None
+
+
+def test_budget_that_no_size_can_meet_fails_fast_with_the_row(ft_model, tmp_path: Path) -> None:  # noqa: ANN001
+    processor = load_processor(ft_model("idefics3"))  # the tiny Idefics3 gives every image a fixed 4 tokens
+    path = write_colour_data(tmp_path, 2)
+    with pytest.raises(DataError, match=r"row 1: 4 image tokens, still 4 at the smallest size") as info:
+        prepare(processor, load_samples(path), BudgetSettings(max_image_tokens=3), image_token_id(processor))
+    assert "raise budget.max_image_tokens" in (info.value.hint or "")

@@ -96,16 +96,31 @@ def _cap_pixels(img: Any, max_pixels: int | None, min_side: int) -> Any:
     return img.resize((max(min_side, int(w * scale)), max(min_side, int(h * scale))))
 
 
+def _smallest(img: Any, min_side: int) -> Any:
+    scale = min(1.0, min_side / min(img.size))
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+
+
 def _fit_tokens(processor: Any, sample: Sample, enc: Encoded, budget: int, min_side: int,
                 image_token: int) -> Encoded:
+    if enc.n_image_tokens <= budget:
+        return enc
+    current = sample.pil
+    sample.pil = [_smallest(img, min_side) for img in current]  # probe: can any size fit? (fixed-token processors)
+    floor = encode_sample(processor, sample, image_token).n_image_tokens
+    sample.pil = current
+    if floor > budget:
+        raise DataError(f"row {sample.row}: {enc.n_image_tokens} image tokens, still {floor} at the smallest size "
+                        f"(budget.max_image_tokens={budget}; this processor may use a fixed count per image)",
+                        "raise budget.max_image_tokens, lower budget.min_side, or use fewer images per sample")
     while enc.n_image_tokens > budget:
-        if all(min(img.size) <= min_side for img in sample.pil):
-            raise DataError(f"row {sample.row}: {enc.n_image_tokens} image tokens even at the smallest size "
-                            f"(budget.max_image_tokens={budget})",
-                            "raise budget.max_image_tokens, lower budget.min_side, or use fewer images")
         scale = min(_SHRINK, math.sqrt(budget / enc.n_image_tokens))
+        before = [img.size for img in sample.pil]
         sample.pil = [img.resize((max(min_side, int(img.width * scale)), max(min_side, int(img.height * scale))))
                       for img in sample.pil]
+        if [img.size for img in sample.pil] == before:
+            raise DataError(f"row {sample.row}: cannot shrink its images below {min_side}px to fit "
+                            f"budget.max_image_tokens={budget}", "raise the budget or lower budget.min_side")
         enc = encode_sample(processor, sample, image_token)
     return enc
 

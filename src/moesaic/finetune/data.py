@@ -1,6 +1,7 @@
 """Training rows: read JSONL/CSV, normalise every row to chat messages, validate up front.
 
-Accepted row shapes (one image reference or a list; ``image``/``images`` columns; paths or URLs):
+Accepted row shapes (``image``: one reference; ``images``: a list — in CSV a JSON list or ``a.png|b.png``;
+paths relative to the data file or ``image_root``, or URLs):
 
 - ``messages``: OpenAI turns (``content`` a string or parts ``text``/``image``/``image_url``) or
   sharegpt turns (``from``/``value``); ``<image>`` in a text marks where an image goes.
