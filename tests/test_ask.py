@@ -123,3 +123,12 @@ def test_endpoint_and_speech_are_delegated(monkeypatch: pytest.MonkeyPatch, tmp_
     assert (result.answer, result.model, result.experts) == ("remote answer", "served", ["ocr"])
     assert result.transcript == "  what does it say " and result.question == "what does it say"
     assert seen["spoken"] == ("remote answer", "fr") and result.speech_path == str(wav) and wav.read_bytes() == b"RIFF"
+
+
+def test_starter_llm_variant_resolves_to_the_starter_backend() -> None:
+    from moesaic.ask import _backend
+    from moesaic.experts.backend import StarterBackend
+
+    made = _backend(AskConfig(model="starter:llm"))
+    assert isinstance(made, StarterBackend) and made.writer == "llm"
+    assert _backend(AskConfig()).writer == "template"  # type: ignore[attr-defined]

@@ -39,7 +39,10 @@ def test_complete_matches_plain_generate(tiny_lm: Path) -> None:
     inputs = writer.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                   return_dict=True)
     with torch.inference_mode():
-        out = writer.model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], max_new_tokens=6, do_sample=False, pad_token_id=writer.tokenizer.pad_token_id)
+        out = writer.model.generate(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], max_new_tokens=6,
+            do_sample=False, pad_token_id=writer.tokenizer.pad_token_id,
+        )
     expected = writer.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     assert text == expected and text != ""
 

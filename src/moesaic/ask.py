@@ -34,7 +34,9 @@ class AskConfig(CommandConfig):
 
     image: str | None = Field(None, description="image path, http(s) URL, data URL or base64")
     question: str = Field(DEFAULT_QUESTION, description="the question to answer")
-    model: str = Field("starter", description="'starter' (offline experts), a hub id or a local model folder")
+    model: str = Field(
+        "starter", description="'starter' (offline experts; 'starter:llm' adds the SmolLM2 writer), a hub id or a folder"
+    )
     backend: str | None = Field(None, description="force a backend by name (see the backend registry)")
     max_tokens: int = Field(128, ge=1, le=8192, description="longest answer, in tokens")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
@@ -79,7 +81,9 @@ def _backend(config: AskConfig) -> "Backend":
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
             options = BackendOptions(dtype=config.dtype, device=config.device)
-            _BACKENDS[key] = load_backend(config.model, options, backend=config.backend)
+            # "starter:llm" (the starter experts with the SmolLM2 writer) is a variant of the starter backend.
+            backend = config.backend or ("starter" if config.model.startswith("starter:") else None)
+            _BACKENDS[key] = load_backend(config.model, options, backend=backend)
         return _BACKENDS[key]
 
 

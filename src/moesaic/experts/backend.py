@@ -143,7 +143,9 @@ class StarterBackend(Backend):
             details=details,
         )
 
-    def _write(self, question: str, route: Route, findings: list[ImageFindings], params: GenerationParams) -> tuple[str, bool]:
+    def _write(
+        self, question: str, route: Route, findings: list[ImageFindings], params: GenerationParams
+    ) -> tuple[str, bool]:
         if self.writer != "llm":
             return grounded_answer(question, route, findings), False
         from moesaic.experts.llm import CausalLMWriter
@@ -156,4 +158,5 @@ class StarterBackend(Backend):
                 torch.manual_seed(params.seed)
             decoding = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         writer = CausalLMWriter.shared(self.llm_model)
-        return llm_answer(question, route, findings, writer, max_new_tokens=min(params.max_new_tokens, 96), **decoding), True
+        limit = min(params.max_new_tokens, 96)
+        return llm_answer(question, route, findings, writer, max_new_tokens=limit, **decoding), True

@@ -58,7 +58,8 @@ def facts_of(images: list[ImageFindings]) -> list[str]:
 def _allowed(images: list[ImageFindings], question: str) -> tuple[set[str], set[str], str]:
     colours = {c.name for f in images for c in f.colors or []}
     labels = {t.label.lower() for f in images for t in f.tags or []} | colours  # "orange" is also a class
-    numbers = [pct(t.score) for f in images for t in f.tags or []] + [pct(c.share) for f in images for c in f.colors or []]
+    numbers = [pct(t.score) for f in images for t in f.tags or []]
+    numbers += [pct(c.share) for f in images for c in f.colors or []]
     source = _norm(" ".join(numbers + [t.text for f in images for t in f.text or []] + [question]))
     return labels, colours, source
 
@@ -72,7 +73,9 @@ def check_answer(answer: str, images: list[ImageFindings], question: str = "") -
     invented: list[str] = []
     for label in _imagenet_labels():
         phrase = _norm(label)
-        if phrase in text and phrase not in q and phrase not in source and not any(phrase in _norm(ok) for ok in labels):
+        if phrase not in text or phrase in q or phrase in source:
+            continue
+        if not any(phrase in _norm(ok) for ok in labels):
             invented.append(label)
     for name in PALETTE:
         if _norm(name) in text and name not in colours and _norm(name) not in q:

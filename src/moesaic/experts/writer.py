@@ -21,14 +21,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from moesaic.experts.llm import CausalLMWriter
     from moesaic.experts.router import Route
 
-__all__ = ["WriterName", "grounded_answer", "describe_image", "llm_answer", "pct", "with_article", "asked_thing", "clear_text"]
+__all__ = [
+    "WriterName", "grounded_answer", "describe_image", "llm_answer", "pct", "with_article", "asked_thing", "clear_text",
+]
 
 WriterName = Literal["template", "llm"]
 
 CONFIDENT = 0.5
 UNSURE = 0.1
 GENERIC_TEXT_SCORE = 0.8
-_ASKED = re.compile(r"\b(?:is|are)\s+(?:this|that|it|there|these|those)\s+(?:an?|any|some)\s+([a-z][a-z -]*?)\s*[?.!]*$")
+_ASKED = re.compile(
+    r"\b(?:is|are)\s+(?:this|that|it|there|these|those)\s+(?:an?|any|some)\s+([a-z][a-z -]*?)\s*[?.!]*$"
+)
 
 
 def pct(score: float) -> str:
