@@ -99,7 +99,7 @@ def test_gate_training_raises_the_share(domains, pool, floor) -> None:
     assert result.last_loss < result.first_loss / 2 and result.train_accuracy is not None
     assert result.train_accuracy > 0.9
     after = _own_share(out, domains)[:, 1:].mean()
-    assert after > floor and after > before, (before, after)  # measured: token 0.70 → 0.90, mean 0.70 → 0.73
+    assert after > floor and after > before, (before, after)  # measured: token 0.72 → 0.97, mean 0.72 → 0.77
     assert (out / "merge_config.yaml").is_file() and (out / "moesaic_config.yaml").is_file()
 
 

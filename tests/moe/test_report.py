@@ -45,7 +45,7 @@ def test_sample_formats(tmp_path) -> None:
         load_samples(bad)
 
 
-@pytest.mark.parametrize("family", ["idefics3", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["idefics3", "llava", "qwen3_vl"])
 def test_image_gate_prompts_and_route_report(family, tiny_model_dir, tmp_path) -> None:
     from moesaic.moe.report import route_report
     from moesaic.moe.config import RouteReportConfig

@@ -2,7 +2,24 @@
 
 The merge YAML uses mergekit-moe's keys (``base_model``, ``experts[].source_model``,
 ``positive_prompts``, ``negative_prompts``, ``gate_mode``, ``experts_per_token``) so mergekit users feel
-at home, plus ``positive_images`` and VLM output architectures.
+at home, plus ``positive_images`` and VLM output architectures. ``moesaic merge merge.yaml --out DIR``
+(the same as ``--config merge.yaml``; flags such as ``--experts-per-token 1`` override the file)::
+
+    base_model: ./smolvlm-base
+    gate_mode: hidden            # hidden | hidden_avg | random | uniform
+    experts_per_token: 2
+    output_architecture: auto    # auto | mixtral | qwen3_vl_moe | generic
+    shared_weights: base         # base | average (non-MLP weights)
+    dtype: auto
+    experts:
+      - source_model: ./smolvlm-charts
+        name: charts
+        positive_prompts: ["What is the highest bar in this chart?"]
+        positive_images: [charts/0.png]
+        negative_prompts: ["Describe this photo of a street."]
+      - source_model: ./smolvlm-ocr
+        name: ocr
+        positive_prompts: ["Read the text on this receipt."]
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def _check(config: TrainGatesConfig, gates: list[nn.Module]) -> None:
 
 
 def train_gates(config: TrainGatesConfig) -> TrainGatesResult:
-    """Train the gates of a merged MoE (see ``moesaic train-gates --help``)."""
+    """Train only the routers of a merged MoE: moesaic train-gates MODEL --data [expert0.jsonl, expert1.jsonl]."""
     sets = [load_samples(p, config.max_samples) for p in config.data]  # validate before loading weights
     model, processor = load_moe(config.model)
     gates = routers(model)

@@ -110,7 +110,7 @@ def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module,
 
 
 def merge(config: MergeConfig) -> MergeResult:
-    """Merge fine-tuned VLMs into a sparse MoE VLM (see ``moesaic merge --help``)."""
+    """Merge fine-tuned VLMs into one sparse MoE VLM: moesaic merge merge.yaml --out DIR (YAML keys = flags)."""
     if not config.out:
         raise ConfigError("no output folder given", "pass --out DIR (or set out: in the YAML)", param="out")
     start = time.perf_counter()

@@ -106,7 +106,7 @@ def _plot(result: RouteReportResult, path: Path) -> None:
 
 
 def route_report(config: RouteReportConfig) -> RouteReportResult:
-    """Which experts each domain's tokens go to, per layer (JSON table + heatmap)."""
+    """Share of each domain's tokens per expert and layer: moesaic route-report MODEL --data {a: a.jsonl} --out DIR."""
     data = {d: load_samples(p, config.max_samples) for d, p in config.data.items()}  # validate before loading
     model, processor = load_moe(config.model)
     n = routers(model)[0].weight.shape[0]
