@@ -76,7 +76,11 @@ def test_specific_answers() -> None:
     route = Route(("colors",), "keywords")
     assert grounded_answer("what colour?", route, [ESPRESSO]) == "The main colours are brown (36%) and black (16%)."
     assert grounded_answer("What is this?", Route(("tagger",), "keywords"), [CAT]) == (
-        "This might be a tiger cat (38%) or an Egyptian cat (37%)."
+        "This looks like a cat (75%), most likely a tiger cat (38%) or an Egyptian cat (37%)."
+    )
+    mixed = ImageFindings(tags=[TagFinding(label="missile", score=0.38), TagFinding(label="projectile", score=0.25)])
+    assert grounded_answer("What is this?", Route(("tagger",), "keywords"), [mixed]) == (
+        "This might be a missile (38%) or a projectile (25%)."
     )
     assert grounded_answer("Is there a cat?", Route(("tagger",), "keywords"), [CAT]) == "Yes: it looks like a tiger cat (38%)."
     assert grounded_answer("Is this a dog?", Route(("tagger",), "keywords"), [CAT]) == (
@@ -93,7 +97,7 @@ def test_generic_answer_skips_weak_text_and_numbers_images() -> None:
     noisy = CAT.model_copy(update={"text": [TextFinding(text="0", score=0.9, box=[])]})
     text = grounded_answer("", Router().route(""), [ESPRESSO, noisy])
     assert text.startswith("Image 1: This looks like an espresso (96%).")
-    assert "Image 2: This might be a tiger cat (38%)" in text and '"0"' not in text
+    assert "Image 2: This looks like a cat (75%), most likely a tiger cat (38%)" in text and '"0"' not in text
 
 
 # --- fact check -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "WriterName", "grounded_answer", "describe_image", "llm_answer", "pct", "with_article", "asked_thing", "clear_text",
+    "kind_of",
 ]
 
 WriterName = Literal["template", "llm"]
@@ -54,6 +55,18 @@ def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
 
 
+def kind_of(tags: list[TagFinding]) -> tuple[str, list[TagFinding]] | None:
+    """A shared head noun whose tags together pass :data:`CONFIDENT`: tiger cat + Egyptian cat + tabby cat
+    → ("cat", those tags). The probabilities add because the classes are exclusive."""
+    groups: dict[str, list[TagFinding]] = {}
+    for tag in tags:
+        groups.setdefault(tag.label.lower().split()[-1], []).append(tag)
+    best = max(groups.items(), key=lambda kv: sum(t.score for t in kv[1]))
+    if len(best[1]) >= 2 and sum(t.score for t in best[1]) >= CONFIDENT:
+        return best
+    return None
+
+
 def _tags_sentence(tags: list[TagFinding], question: str) -> str:
     if not tags:
         return "I could not recognise anything in it."
@@ -69,6 +82,12 @@ def _tags_sentence(tags: list[TagFinding], question: str) -> str:
         return f"I am not sure what this shows (best guess: {with_article(top.label)}, {pct(top.score)})."
     if top.score >= CONFIDENT or len(tags) == 1:
         return f"This looks like {with_article(top.label)} ({pct(top.score)})."
+    group = kind_of(tags)
+    if group is not None:
+        kind, members = group
+        total = sum(t.score for t in members)
+        listed = " or ".join(f"{with_article(t.label)} ({pct(t.score)})" for t in members[:2])
+        return f"This looks like {with_article(kind)} ({pct(total)}), most likely {listed}."
     second = tags[1]
     return (
         f"This might be {with_article(top.label)} ({pct(top.score)}) "
