@@ -76,3 +76,14 @@ def test_cli_eval_attributes(trained: tuple[Path, Path, Path], capsys) -> None: 
     assert main(["eval-attributes", str(run), str(held)]) == 0
     out = capsys.readouterr().out
     assert "per-field accuracy" in out and "color" in out and "invalid JSON 0.000" in out
+
+
+def test_eval_attributes_on_a_lora_run(ft_model, tmp_path: Path) -> None:  # noqa: ANN001
+    train = write_colour_data(tmp_path / "train", 12, seed=0, kind="attributes")
+    run = tmp_path / "run"
+    finetune(FinetuneConfig(base_model=str(ft_model("qwen3_vl")), data=str(train), output_dir=str(run),
+                            max_steps=3, batch_size=2, eval_fraction=0.0))
+    assert load_schema(run / "attribute_schema.json") == SCHEMA
+    report = eval_attributes(EvalAttributesConfig(model=str(run), data=str(train)))  # adapter on its base
+    assert report.samples == 12 and report.schema_invalid_rate == 0.0 and report.attribute_schema == SCHEMA
+    assert all(0.0 <= v <= 1.0 for v in report.per_field_accuracy.values())
