@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from moesaic.atomic import atomic_write_text
+from moesaic.config import RESOLVED_CONFIG_NAME
 from moesaic.errors import InputError
-from moesaic.finetune.budget import load_sample_image
-from moesaic.finetune.config import EvalAttributesConfig
+from moesaic.finetune.config import BudgetSettings, EvalAttributesConfig
 from moesaic.finetune.data import load_samples
 from moesaic.finetune.encode import process
 from moesaic.finetune.evaluate import generate_answer
@@ -165,6 +165,18 @@ def _schema(config: EvalAttributesConfig, folder: Path, gold: list[dict[str, str
     return infer_schema(gold)
 
 
+def _run_budget(folder: Path) -> BudgetSettings:
+    """The vision-token budget the model was trained with (its saved config), else none."""
+    import yaml
+
+    for cand in (folder / RESOLVED_CONFIG_NAME, folder.parent / RESOLVED_CONFIG_NAME):
+        if cand.is_file():
+            data = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
+            if isinstance(data, dict) and isinstance(data.get("budget"), dict):
+                return BudgetSettings.model_validate({**data["budget"], "too_long": "drop"})
+    return BudgetSettings()
+
+
 def eval_attributes(config: EvalAttributesConfig) -> AttributeReport:
     """Per-field accuracy, exact-match rate and invalid-JSON rate of attribute predictions."""
     samples = load_samples(config.data, config.image_root)
@@ -176,9 +188,13 @@ def eval_attributes(config: EvalAttributesConfig) -> AttributeReport:
     model, processor, folder = load_trained(config.model)
     model.eval()
     schema = _schema(config, folder, gold)
+    from moesaic.finetune.budget import prepare
+    from moesaic.finetune.model import image_token_id
+
+    prepare(processor, samples, _run_budget(folder), image_token_id(processor))  # images as the run saw them
     preds, raw_ok = [], []
     for s in progress(samples, desc="attributes", unit="sample"):
-        images = [load_sample_image(ref) for ref in s.images]
+        images = s.pil
         if config.strategy == "constrained":
             preds.append(constrained_attributes(model, processor, s.prompt_messages(), images, schema))
             raw_ok.append(True)
