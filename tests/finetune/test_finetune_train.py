@@ -114,3 +114,16 @@ def test_two_processes_share_each_global_batch(ft_model, colour_data: Path, tmp_
     rngs = torch.load(out / "checkpoints/step-00000004/rng.pt", weights_only=False)
     assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
     assert (out / "adapter/adapter_model.safetensors").is_file()
+
+
+def test_gradient_checkpointing_gives_the_same_training(ft_model, colour_data: Path,  # noqa: ANN001
+                                                        tmp_path: Path) -> None:
+    common = dict(base_model=str(ft_model("qwen3_vl")), data=str(colour_data), max_steps=3, batch_size=2,
+                  eval_fraction=0.0, lr=1e-2)
+    plain = finetune(FinetuneConfig(output_dir=str(tmp_path / "a"), **common))
+    ckpt = finetune(FinetuneConfig(output_dir=str(tmp_path / "b"), gradient_checkpointing=True, **common))
+
+    def losses(run: str) -> list[float]:
+        return [json.loads(x)["loss"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert losses("a") == pytest.approx(losses("b"), abs=1e-5) and len(losses("a")) == 3
+    assert plain.final_loss == pytest.approx(ckpt.final_loss, abs=1e-5)

@@ -68,6 +68,7 @@ class FinetuneConfig(CommandConfig):
     eval_generate: bool = Field(True, description="after training, generate answers on the eval split")
     max_new_tokens: int = Field(24, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
 
 
 class ExportAdapterConfig(CommandConfig):

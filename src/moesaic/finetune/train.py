@@ -135,6 +135,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         atomic_write_text(out / "budget_report.json", report.model_dump_json(indent=2))
         _write_schema(out, train_rows + eval_rows)
     before = _evaluate(model, processor, eval_items, config) if eval_items else (None, None)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # LoRA: frozen embeddings must still pass gradients on
     model = apply_method(model, config.method, config.lora, config.freeze_vision)
     plan = plan_steps(len(train_items), config, accelerator.num_processes)
     optimizer, scheduler = _optimizer(model, config, plan.total_steps)
