@@ -142,3 +142,14 @@ def test_budget_that_no_size_can_meet_fails_fast_with_the_row(ft_model, tmp_path
     with pytest.raises(DataError, match=r"row 1: 4 image tokens, still 4 at the smallest size") as info:
         prepare(processor, load_samples(path), BudgetSettings(max_image_tokens=3), image_token_id(processor))
     assert "raise budget.max_image_tokens" in (info.value.hint or "")
+
+
+def test_unreadable_image_is_reported_with_its_row(ft_model, tmp_path: Path) -> None:  # noqa: ANN001
+    shape_image("red", random.Random(0)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"this is not an image")
+    path = _jsonl(tmp_path / "d.jsonl", [{"image": "ok.png", "question": "Colour?", "answer": "red"},
+                                         {"image": "bad.png", "question": "Colour?", "answer": "red"}])
+    processor = load_processor(ft_model("idefics3"))
+    with pytest.raises(DataError, match=r"^row 2: ") as info:
+        prepare(processor, load_samples(path), BudgetSettings(), image_token_id(processor))
+    assert info.value.hint

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from moesaic.errors import ImageError, MoesaicError
+from moesaic.errors import MoesaicError
 from moesaic.finetune.config import BudgetSettings
 from moesaic.finetune.data import DataError, Sample
 from moesaic.finetune.encode import Encoded, encode_sample
@@ -73,19 +73,10 @@ def stats(values: list[int]) -> Stats | None:
 
 
 def load_sample_image(ref: str) -> Any:
-    """Decode one image reference (path, URL, data URL, base64) as RGB."""
-    try:
-        from moesaic.inputs.images import ImagePolicy, load_image
-    except ImportError:  # the shared loader is absent from this build: local files only
-        from PIL import Image, UnidentifiedImageError
+    """Decode one image reference (path, URL, data URL, base64) as RGB with the shared loader."""
+    from moesaic.inputs.images import ImagePolicy, load_image
 
-        try:
-            with Image.open(ref) as img:
-                return img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise ImageError(f"cannot read image {ref[:80]}: {exc}",
-                             "use local image files (URLs need moesaic.inputs.images)") from None
-    return load_image(ref, ImagePolicy(allow_local_paths=True)).convert("RGB")
+    return load_image(ref, ImagePolicy.for_cli()).convert("RGB")
 
 
 def _cap_pixels(img: Any, max_pixels: int | None, min_side: int) -> Any:
