@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-FAMILY_OF = {"mixtral": "idefics3", "mixtral_llava": "llava", "qwen3_vl_moe": "qwen3_vl", "generic": "idefics3"}
-ARCH_OF = {"mixtral": "mixtral", "mixtral_llava": "mixtral", "qwen3_vl_moe": "qwen3_vl_moe", "generic": "generic"}
+from moesaic.testing import copy_processor
 
-
-def copy_processor(src: Path, dst: Path) -> None:
-    for f in src.iterdir():
-        if f.is_file() and f.suffix in (".json", ".jinja") and f.name not in ("config.json", "generation_config.json"):
-            shutil.copy(f, dst / f.name)
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +36,3 @@ def mlp_expert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, int]
         return cache[key]
 
     return make
-
-
-def token_ids(seed: int = 0, length: int = 12) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(10, 200, (1, length), generator=gen)  # (batch, seq)

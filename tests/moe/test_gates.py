@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import copy_processor
+from moesaic.testing import copy_processor
 
 from moesaic.moe.config import MergeConfig, RouteReportConfig, TrainGatesConfig
 from moesaic.moe.data import encode_sample, load_samples

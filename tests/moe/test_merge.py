@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ARCH_OF, FAMILY_OF, token_ids
+from moe_helpers import ARCH_OF, FAMILY_OF, token_ids
 
 from moesaic.moe.config import MergeConfig
 from moesaic.moe.loading import load_dense
@@ -153,7 +153,7 @@ def test_shared_weights_average_and_dtype(tiny_model_dir, tmp_path) -> None:
         with torch.no_grad():
             find_decoder_layers(model).layers[0].self_attn.q_proj.weight.add_(float(seed))
         model.save_pretrained(tmp_path / f"att{seed}")
-        from conftest import copy_processor
+        from moesaic.testing import copy_processor
 
         copy_processor(base, tmp_path / f"att{seed}")
         experts.append(tmp_path / f"att{seed}")

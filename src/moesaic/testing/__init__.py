@@ -4,10 +4,11 @@ from moesaic.testing.tiny import (
     FAMILIES,
     IMAGE_SIZE,
     VILT_LABELS,
+    copy_processor,
     make_tiny_model,
     tiny_config,
     tiny_model,
     tiny_processor,
 )
 
-__all__ = ["FAMILIES", "IMAGE_SIZE", "VILT_LABELS", "make_tiny_model", "tiny_config", "tiny_model", "tiny_processor"]
+__all__ = ["FAMILIES", "IMAGE_SIZE", "VILT_LABELS", "copy_processor", "make_tiny_model", "tiny_config", "tiny_model", "tiny_processor"]

@@ -13,6 +13,7 @@ config, BLIP-2 an OPT text model, ViLT and GIT their own BERT-style encoders.
 from __future__ import annotations
 
 from functools import lru_cache
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,10 @@ from moesaic.testing.tokenizers import CHAT_TEMPLATES, bpe_tokenizer, wordpiece_
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
-__all__ = ["FAMILIES", "IMAGE_SIZE", "VILT_LABELS", "tiny_config", "tiny_processor", "tiny_model", "make_tiny_model"]
+__all__ = [
+    "FAMILIES", "IMAGE_SIZE", "VILT_LABELS", "copy_processor", "tiny_config", "tiny_processor", "tiny_model",
+    "make_tiny_model",
+]
 
 FAMILIES: tuple[str, ...] = ("idefics3", "llava", "qwen3_vl", "blip2", "vilt", "git")
 IMAGE_SIZE = 32  # pixels; every tiny vision tower takes 32x32 images in 8x8 patches
@@ -207,3 +211,10 @@ def make_tiny_model(family: str, path: Path, *, seed: int = 0, **text_overrides:
     model.save_pretrained(path)
     tiny_processor(family).save_pretrained(path)
     return path
+
+
+def copy_processor(src: Path, dst: Path) -> None:
+    """Copy the processor/tokenizer files of model folder ``src`` into ``dst`` (not the model config)."""
+    for f in Path(src).iterdir():
+        if f.is_file() and f.suffix in (".json", ".jinja") and f.name not in ("config.json", "generation_config.json"):
+            shutil.copy(f, Path(dst) / f.name)
