@@ -193,3 +193,23 @@ def test_auto_device_and_dtype() -> None:
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("float16", device) == torch.float16
+
+
+def test_cancel_event_ends_decoding_at_the_next_step(backends) -> None:  # type: ignore[no-untyped-def]
+    """A streaming client that goes away sets the event; generate must stop instead of running to max."""
+    import threading
+
+    from moesaic.backends.hf_chat import encode_conversations
+
+    backend = backends["idefics3"]
+    batch = encode_conversations(backend.processor, [_ask(_noise(7), "what is it?")], backend.device)
+    saved_eos = backend.model.generation_config.eos_token_id
+    backend.model.generation_config.eos_token_id = None  # no early end: only max_new_tokens or the event
+    try:
+        params = GenerationParams(max_new_tokens=40)
+        assert backend._run_generate(batch, params).shape[1] == 40
+        cancelled = threading.Event()
+        cancelled.set()
+        assert backend._run_generate(batch, params, cancel=cancelled).shape[1] == 1
+    finally:
+        backend.model.generation_config.eos_token_id = saved_eos

@@ -85,13 +85,24 @@ class HFBackend(Backend):
         if self.needs_image and images == 0:
             raise InputError(f"{self.name} answers about an image and none was given", "attach one image")
 
-    def _run_generate(self, batch: "BatchFeature", params: GenerationParams, streamer: Any = None) -> "torch.Tensor":
-        """One ``model.generate`` call; returns only the new ids (batch, new)."""
+    def _run_generate(
+        self, batch: "BatchFeature", params: GenerationParams, streamer: Any = None, cancel: Any = None
+    ) -> "torch.Tensor":
+        """One ``model.generate`` call; returns only the new ids (batch, new).
+
+        ``cancel`` (a ``threading.Event``) ends decoding at the next step once set (a client went away).
+        """
         import torch
 
         kwargs = generation_kwargs(params, self.tokenizer)
         if streamer is not None:
             kwargs["streamer"] = streamer
+        if cancel is not None:
+            from transformers import StoppingCriteriaList
+
+            from moesaic.backends.hf_stream import CancelCriteria
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([CancelCriteria(cancel)])
         with self._lock, torch.inference_mode(), seeded(params.seed, self.device):
             self.forward_calls += 1
             out = self.model.generate(**batch, **kwargs)  # (batch, prompt + new)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from moesaic.backends.hf import HFBackend
 
-__all__ = ["stream_generate", "held_back"]
+__all__ = ["stream_generate", "held_back", "CancelCriteria"]
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,23 @@ def held_back(text: str, stop: tuple[str, ...]) -> int:
     return hold
 
 
+class CancelCriteria:
+    """A stopping criterion that ends every sequence once ``event`` is set (the consumer went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        # (batch,) bool: True everywhere once cancelled
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def _worker(backend: "HFBackend", batch: "BatchFeature", params: GenerationParams, streamer: Any,
-            result: dict[str, Any]) -> None:
+            result: dict[str, Any], cancel: threading.Event) -> None:
     try:
-        result["ids"] = backend._run_generate(batch, params, streamer)
+        result["ids"] = backend._run_generate(batch, params, streamer, cancel)
     except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
         result["error"] = exc
         streamer.end()
@@ -46,20 +59,30 @@ def stream_generate(backend: "HFBackend", batch: "BatchFeature", params: Generat
 
     streamer = TextIteratorStreamer(backend.tokenizer, skip_prompt=True, skip_special_tokens=True)
     result: dict[str, Any] = {}
-    thread = threading.Thread(target=_worker, args=(backend, batch, params, streamer, result), daemon=True)
+    cancel = threading.Event()
+    thread = threading.Thread(target=_worker, args=(backend, batch, params, streamer, result, cancel), daemon=True)
     thread.start()
-    raw, sent = "", ""
-    for piece in streamer:
-        raw += piece
-        text, cut = apply_stop(raw, params.stop)
-        text = text.lstrip()
-        ready = text if cut else text[: len(text) - held_back(text, params.stop)]
-        if len(ready) > len(sent) and ready.startswith(sent):
-            yield StreamChunk(text=ready[len(sent) :])
-            sent = ready
-        if cut:
-            break
-    thread.join()
+    raw, sent, finished = "", "", False
+    try:
+        for piece in streamer:
+            raw += piece
+            text, cut = apply_stop(raw, params.stop)
+            text = text.lstrip()
+            ready = text if cut else text[: len(text) - held_back(text, params.stop)]
+            if len(ready) > len(sent) and ready.startswith(sent):
+                yield StreamChunk(text=ready[len(sent) :])
+                sent = ready
+            if cut:
+                break
+        else:
+            finished = True  # the streamer's end signal is consumed: draining again would block forever
+    finally:
+        # Closing the generator early (a client disconnected) must free the model at the next step.
+        if not finished and "ids" not in result and "error" not in result and thread.is_alive():
+            cancel.set()
+            for _ in streamer:  # drain so the worker never blocks on a full queue
+                pass
+        thread.join()
     if "error" in result:
         raise result["error"]
     answer = backend._answers(batch, result["ids"], params)[0]
