@@ -100,6 +100,20 @@ def _evaluate(model: Any, processor: Any, items: list[tuple[Sample, Encoded]],
     return loss, accuracy(generate_answers(model, processor, samples, config.max_new_tokens), samples)
 
 
+def _model(config: FinetuneConfig, device: Any, processor: Any,
+           eval_items: list[tuple[Sample, Encoded]]) -> tuple[Any, tuple[float | None, float | None]]:
+    """The base model evaluated as-is (the 'before' numbers), then made trainable (LoRA or full)."""
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+    model = load_model(config.base_model).to(device)
+    before = _evaluate(model, processor, eval_items, config) if eval_items else (None, None)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # LoRA: frozen embeddings must still pass gradients on
+    return apply_method(model, config.method, config.lora, config.freeze_vision), before
+
+
 def _optimizer(model: Any, config: FinetuneConfig, total_steps: int) -> tuple[Any, Any]:
     import torch
     from transformers import get_scheduler
@@ -126,19 +140,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     train_items, report = prepare(processor, train_rows, config.budget, tid)  # budget errors before weights load
     eval_items, _ = prepare(processor, eval_rows, config.budget, tid)
     log.info("vision-token budget:\n%s", report.render())
-    set_seed(config.seed)
-    model = load_model(config.base_model)
     out = Path(config.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
         atomic_write_text(out / "budget_report.json", report.model_dump_json(indent=2))
         _write_schema(out, train_rows + eval_rows)
-    before = _evaluate(model, processor, eval_items, config) if eval_items else (None, None)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # LoRA: frozen embeddings must still pass gradients on
-    model = apply_method(model, config.method, config.lora, config.freeze_vision)
+    model, before = _model(config, accelerator.device, processor, eval_items)
     plan = plan_steps(len(train_items), config, accelerator.num_processes)
     optimizer, scheduler = _optimizer(model, config, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)

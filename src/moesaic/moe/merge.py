@@ -83,6 +83,8 @@ def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module,
     base = load_dense(config.base_model, torch_dtype(config.dtype))
     dtype = next(base.parameters()).dtype
     processor = load_processor(config.base_model)
+    if config.gate_mode in ("hidden", "hidden_avg") and processor is None:
+        raise ConfigError(f"{config.base_model} has no processor or tokenizer", "save one with the base model")
     layers = find_decoder_layers(base)
     for i, mlp in enumerate(layers.mlps()):
         dense_mlp_weights(mlp, f"base layer {i} mlp")
@@ -95,8 +97,6 @@ def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module,
         n = len(config.experts)
         base.load_state_dict({k: (v / n).to(base_sd[k].dtype) for k, v in acc.items()}, strict=False)
     hidden = int(layers.layers[0].post_attention_layernorm.weight.shape[0])
-    if config.gate_mode in ("hidden", "hidden_avg") and processor is None:
-        raise ConfigError(f"{config.base_model} has no processor or tokenizer", "save one with the base model")
     gates = compute_gates(base, processor, config.experts, config.gate_mode, len(layers), hidden,
                           config.seed, config.degenerate_threshold)
     plan = MoEPlan(
