@@ -104,7 +104,7 @@ def test_endpoint_and_speech_are_delegated(monkeypatch: pytest.MonkeyPatch, tmp_
 
     seen: dict[str, object] = {}
 
-    def fake_endpoint(config: AskConfig) -> AskResult:
+    def fake_endpoint(config: AskConfig, on_delta: object = None) -> AskResult:
         seen["config"] = config
         return AskResult(answer="remote answer", model="served", experts=["ocr"], latency_s=0.01)
 
@@ -132,3 +132,49 @@ def test_starter_llm_variant_resolves_to_the_starter_backend() -> None:
     made = _backend(AskConfig(model="starter:llm"))
     assert isinstance(made, StarterBackend) and made.writer == "llm"
     assert _backend(AskConfig()).writer == "template"  # type: ignore[attr-defined]
+
+
+
+class _Scripted:
+    """A backend whose stream yields fixed pieces (the tiny models' random bytes stream as one block)."""
+
+    def stream(self, prompt, params):  # noqa: ANN001, ANN201
+        from moesaic.backends.base import Answer, StreamChunk
+
+        for piece in ("a red ", "square ", "on white"):
+            yield StreamChunk(text=piece)
+        yield StreamChunk(answer=Answer(text="a red square on white", model="scripted"))
+
+
+def test_stream_forwards_each_piece_in_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import moesaic.ask as ask_module
+
+    monkeypatch.setattr(ask_module, "_backend", lambda config: _Scripted())
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    pieces: list[str] = []
+    result = ask(AskConfig(image=str(image), question="what?", stream=True), on_delta=pieces.append)
+    assert pieces == ["a red ", "square ", "on white"] and result.answer == "a red square on white"
+
+
+def test_stream_of_a_real_model_joins_to_its_greedy_answer(tiny_model_dir, tmp_path: Path) -> None:  # noqa: ANN001
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    config = AskConfig(image=str(image), question="what colour?", model=str(tiny_model_dir("idefics3")),
+                       max_tokens=6)
+    whole = ask(config)
+    pieces: list[str] = []
+    streamed = ask(config.model_copy(update={"stream": True}), on_delta=pieces.append)
+    assert pieces and "".join(pieces) == streamed.answer == whole.answer
+
+
+def test_cli_stream_prints_the_pieces_then_one_newline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       capsys) -> None:  # noqa: ANN001
+    import moesaic.ask as ask_module
+    from moesaic.cli import main
+
+    monkeypatch.setattr(ask_module, "_backend", lambda config: _Scripted())
+    image = tmp_path / "blue.png"
+    Image.new("RGB", (32, 32), (20, 30, 220)).save(image)
+    assert main(["ask", str(image), "what?", "--stream"]) == 0
+    assert capsys.readouterr().out == "a red square on white\n"

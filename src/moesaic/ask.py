@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -47,7 +48,7 @@ class AskConfig(CommandConfig):
     endpoint: str | None = Field(None, description="ask a running server instead, e.g. http://localhost:8080")
     api_key: str | None = Field(None, description="bearer token for --endpoint")
     route: Literal["chat", "invocations"] = Field("chat", description="endpoint API: chat completions or SageMaker")
-    stream: bool = Field(False, description="stream the endpoint's answer")
+    stream: bool = Field(False, description="print the answer as it is generated")
     audio: str | None = Field(None, description="audio file whose speech is the question")
     speak: str | None = Field(None, description="write the answer as speech to this .wav file")
     language: str = Field("en", description="language of the spoken answer")
@@ -95,7 +96,7 @@ def _load_image(ref: str) -> "Image.Image":
     return load_image(ref, ImagePolicy.for_cli())
 
 
-def _ask_local(config: AskConfig, question: str) -> AskResult:
+def _ask_local(config: AskConfig, question: str, on_delta: Callable[[str], None] | None = None) -> AskResult:
     from moesaic.backends.base import GenerationParams
     from moesaic.inputs.messages import Turn
 
@@ -106,7 +107,16 @@ def _ask_local(config: AskConfig, question: str) -> AskResult:
     params = GenerationParams(
         max_new_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p, seed=config.seed
     )
-    answer = backend.generate([Turn(role="user", parts=tuple(parts))], params)
+    prompt = [Turn(role="user", parts=tuple(parts))]
+    if config.stream and on_delta is not None:
+        answer = None
+        for chunk in backend.stream(prompt, params):
+            if chunk.text:
+                on_delta(chunk.text)
+            answer = chunk.answer or answer
+        assert answer is not None, "Backend.stream ends with a chunk holding the Answer"
+    else:
+        answer = backend.generate(prompt, params)
     return AskResult(
         answer=answer.text,
         model=answer.model,
@@ -118,8 +128,11 @@ def _ask_local(config: AskConfig, question: str) -> AskResult:
     )
 
 
-def ask(config: AskConfig) -> AskResult:
-    """Answer a question about an image (local model or --endpoint)."""
+def ask(config: AskConfig, on_delta: Callable[[str], None] | None = None) -> AskResult:
+    """Answer a question about an image (local model or --endpoint).
+
+    With ``config.stream``, ``on_delta`` receives each piece of the answer as it is generated.
+    """
     started = time.perf_counter()
     question, transcript = config.question, None
     if config.audio:
@@ -130,10 +143,10 @@ def ask(config: AskConfig) -> AskResult:
     if config.endpoint:
         from moesaic.serve.client import ask_endpoint
 
-        result = ask_endpoint(config.model_copy(update={"question": question}))
+        result = ask_endpoint(config.model_copy(update={"question": question}), on_delta)
         result = result.model_copy(update={"question": question})
     else:
-        result = _ask_local(config, question)
+        result = _ask_local(config, question, on_delta)
     speech_path = None
     if config.speak:
         from moesaic.tasks.speech import speak

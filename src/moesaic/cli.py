@@ -134,17 +134,36 @@ def run_command(verb: str, argv: Sequence[str]) -> int:
         overrides[key] = value if (key in config_cls.positional or is_str_field or isinstance(value, bool)) \
             else _yaml_value(value)
     overrides.update(dotted)
+    streamed = _Printer()
     try:
         config = config_cls.load(config_path, overrides)
-        result = func(config)
+        if getattr(config, "stream", False) and not as_json and "on_delta" in inspect.signature(func).parameters:
+            result = func(config, on_delta=streamed)
+        else:
+            result = func(config)
     except MoesaicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    _print_result(result, as_json)
+    if streamed.wrote:
+        print()  # the answer is already on screen, piece by piece
+    else:
+        _print_result(result, as_json)
     return 0
+
+
+class _Printer:
+    """``on_delta`` for streaming commands: writes each piece to stdout as it arrives."""
+
+    def __init__(self) -> None:
+        self.wrote = False
+
+    def __call__(self, text: str) -> None:
+        self.wrote = True
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def _print_result(result: Any, as_json: bool) -> None:
