@@ -11,7 +11,6 @@ Two row shapes (one per line; ``id`` optional, default the line number):
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from moesaic.errors import ConfigError
 from moesaic.eval.config import EvalDataset
+from moesaic.inputs.jsonl import iter_jsonl
 
 __all__ = ["Sample", "load_samples", "attribute_prompt", "is_local_path_ref"]
 
@@ -103,13 +103,7 @@ def load_samples(spec: EvalDataset, max_samples: int | None = None) -> list[Samp
         raise ConfigError(f"dataset {spec.name!r}: {path} does not exist", "check datasets[].path")
     samples: list[Sample] = []
     seen: set[str] = set()
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _row_error(path, line_no, f"not valid JSON ({exc.msg})", "one JSON object per line") from None
+    for line_no, row in iter_jsonl(path, ConfigError):
         sample = _parse_row(spec, line_no, row)
         if sample.id in seen:
             raise _row_error(path, line_no, f"duplicate id {sample.id!r}", "ids must be unique within a dataset")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from moesaic.errors import InputError
+from moesaic.inputs.jsonl import iter_jsonl
 
 __all__ = ["Sample", "DataError", "read_rows", "load_samples", "ATTRIBUTE_PROMPT", "IMAGE_PLACEHOLDER"]
 
@@ -68,13 +69,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     if p.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f"{p.name}: unknown data format {p.suffix!r}", "use a .jsonl or .csv file")
     rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p.name} line {n}: not JSON ({exc.msg})", "write one JSON object per line") from None
+    for n, obj in iter_jsonl(p, DataError):
         if not isinstance(obj, dict):
             raise DataError(f"{p.name} line {n}: expected an object", "write one JSON object per line")
         rows.append(obj)

@@ -10,7 +10,6 @@ Two row shapes are accepted:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from moesaic.errors import InputError
+from moesaic.inputs.jsonl import iter_jsonl
 from moesaic.moe.prompts import encode, image_list, render_prompt
 
 __all__ = ["Sample", "load_samples", "encode_sample", "template_ids"]
@@ -71,13 +71,7 @@ def load_samples(path: str | Path, limit: int | None = None) -> list[Sample]:
     if not p.is_file():
         raise InputError(f"sample file {p} does not exist", "give the path of a JSONL file")
     samples = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}:{n} is not valid JSON: {exc}", "write one JSON object per line") from None
+    for n, row in iter_jsonl(p):
         s = _row(row, f"{p}:{n}")
         imgs = tuple(str(i if Path(i).is_absolute() else p.parent / i) for i in s.images)
         samples.append(Sample(s.question, s.answer, imgs))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moesaic.errors import InputError
+from moesaic.inputs.jsonl import iter_jsonl
 
 __all__ = ["ImageRow", "list_images", "IMAGE_SUFFIXES", "IMAGE_COLUMNS"]
 
@@ -68,18 +69,12 @@ def _from_csv(path: Path) -> list[ImageRow]:
 
 def _from_jsonl(path: Path) -> list[ImageRow]:
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {i + 1} is not JSON ({exc.msg})", "write one JSON object per line") from None
+    for n, data in iter_jsonl(path):
         if isinstance(data, str):
             data = {"image": data}
         if not isinstance(data, dict):
-            raise InputError(f"{path} line {i + 1} is not an object", 'write {"image": "path/or/url"} per line')
-        rows.append(_row(data, path.parent, f"{path} line {i + 1}"))
+            raise InputError(f"{path} line {n} is not an object", 'write {"image": "path/or/url"} per line')
+        rows.append(_row(data, path.parent, f"{path} line {n}"))
     return rows
 
 
