@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,8 @@ def test_batch_product_over_jsonl_records_failures(shirts: Path, tmp_path: Path)
                           options={"writer": "template", "ocr": False}, stop_on_error=True))
 
 
-def test_batch_errors(shirts: Path, tmp_path: Path) -> None:
+def test_batch_errors(shirts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: import ray raises ImportError
     with pytest.raises(MissingDependencyError, match=r"moesaic\[ray\]"):
         batch(BatchConfig(task="tag", input=str(shirts), out=str(tmp_path / "r.jsonl"), ray=True))
     with pytest.raises(ConfigError, match="top_k"):
