@@ -106,7 +106,8 @@ class OCR:
             from rapidocr import RapidOCR
         except ImportError:
             raise missing_extra("rapidocr", "all") from None
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        # rapidocr warns "text detection result is empty" for every photo without text: normal here
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         try:
             self.engine = RapidOCR(params=_engine_params())
         except Exception as exc:  # rapidocr raises plain exceptions for missing/corrupt models
@@ -114,7 +115,7 @@ class OCR:
                 f"could not start rapidocr: {exc}",
                 "reinstall it with its shipped models: pip install --force-reinstall 'rapidocr==3.10.*'",
             ) from None
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)  # it resets its level on start
         self.min_score = min_score
         self._lock = threading.Lock()
 
