@@ -148,6 +148,21 @@ def test_atomic_dir_publishes_whole_or_nothing(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_atomic_writes_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from moesaic.atomic import atomic_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    os.umask(old)
+    f = atomic_write_text(tmp_path / "a.json", "{}")
+    with atomic_dir(tmp_path / "model") as d:
+        (d / "w.bin").write_bytes(b"x")
+    assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~old  # not mkstemp's 0600
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~old  # not mkdtemp's 0700
+
+
 def test_stop_strings_cut_at_the_first_match() -> None:
     assert apply_stop("hello world. bye", (".", "bye")) == ("hello world", True)
     assert apply_stop("hello", ("x",)) == ("hello", False)

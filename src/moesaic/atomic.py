@@ -31,12 +31,24 @@ def fsync_tree(root: Path) -> None:
         _fsync_path(Path(dirpath))
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once at import; mkstemp/mkdtemp create 0600/0700, renames would keep that
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)  # the permissions a plain open() would give
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -65,6 +77,7 @@ def atomic_dir(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
 
         raise ConfigError(f"{final} already exists", "choose another output folder or pass --overwrite")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
         fsync_tree(tmp)

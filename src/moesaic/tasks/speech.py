@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from moesaic.atomic import FILE_MODE
 from moesaic.errors import InputError, MissingDependencyError, ModelLoadError, missing_extra
 
 __all__ = ["transcribe", "speak", "decode_audio", "word_error_rate", "SAMPLE_RATE", "DEFAULT_ASR"]
@@ -116,6 +117,7 @@ def speak(text: str, path: str, language: str = "en") -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".wav", dir=out.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         proc = subprocess.run([exe, "-v", language, "--stdin", "-w", tmp], input=text.encode("utf-8"),
