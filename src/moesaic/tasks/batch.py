@@ -3,7 +3,8 @@
 One JSON line per image (``id`` plus the task's result, or ``error``). Resumable: ids already in the output
 are skipped, a half-written last line from an interrupted run is cut off first, and every line is flushed
 and fsynced as it is written. Task options go under ``options`` (``--options.question "what colour?"``).
-``--ray`` runs the same task on Ray Data (``pip install 'moesaic[ray]'``).
+``--ray`` runs the same task on Ray Data (``pip install 'moesaic[ray]'``; see :mod:`moesaic.tasks.batch_ray`):
+listing, skipping and writing stay here, so both paths write the same lines.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moesaic.config import CommandConfig
-from moesaic.errors import MoesaicError, missing_extra
+from moesaic.errors import MoesaicError
 from moesaic.progress import progress
 from moesaic.tasks.base import STARTER, TaskConfig, open_backend, run_task
 from moesaic.tasks.registry import TaskName, task_class
 from moesaic.tasks.sources import ImageRow, list_images
 
-__all__ = ["BatchConfig", "BatchResult", "batch", "done_ids"]
+__all__ = ["BatchConfig", "BatchResult", "attempt", "batch", "done_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,8 @@ class BatchConfig(CommandConfig):
     backend: str | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="the task's own options (--options.top_k 3)")
     stop_on_error: bool = Field(False, description="stop at the first failing image instead of recording it")
-    ray: bool = Field(False, description="run on Ray Data (needs ray installed)")
+    ray: bool = Field(False, description="run on Ray Data: a private local Ray, or the cluster at RAY_ADDRESS")
+    ray_actors: int = Field(1, ge=1, le=1024, description="with --ray: actors running the task (each loads the model)")
 
 
 class BatchResult(BaseModel):
@@ -83,15 +87,19 @@ def _task_config(cfg: BatchConfig, row: ImageRow) -> TaskConfig:
                          source=f"batch options for {row.id}")
 
 
-def _one(cfg: BatchConfig, row: ImageRow, backend: Any) -> dict[str, Any]:
+def attempt(cfg: BatchConfig, row: ImageRow, backend: Any) -> tuple[dict[str, Any], MoesaicError | None]:
+    """The row's record (``id`` plus the result, or ``error``) and the task's error, if any."""
     try:
         result = run_task(task_class(cfg.task), _task_config(cfg, row), backend=backend)
-        return {"id": row.id, **result.row()}
+        return {"id": row.id, **result.row()}, None
     except MoesaicError as exc:
-        if cfg.stop_on_error:
-            raise
-        log.warning("%s failed on %s: %s", cfg.task, row.id, exc)
-        return {"id": row.id, "error": str(exc)}
+        return {"id": row.id, "error": str(exc)}, exc
+
+
+def _in_process(cfg: BatchConfig, rows: list[ImageRow]) -> Iterator[tuple[dict[str, Any], MoesaicError | None]]:
+    backend = open_backend(cfg.model, cfg.backend, starter_direct=not task_class(cfg.task).starter_needs_backend)
+    for row in rows:
+        yield attempt(cfg, row, backend)
 
 
 def batch(config: BatchConfig) -> BatchResult:
@@ -105,48 +113,22 @@ def batch(config: BatchConfig) -> BatchResult:
         _task_config(config, row)  # validate the options before loading any model
     config.save(out.parent, name=out.name + ".config.yaml")
     if config.ray:
-        results = _run_ray(config, todo)
+        from moesaic.tasks.batch_ray import run_ray  # lazy: batch_ray imports this module
+
+        pairs = run_ray(config, todo)
     else:
-        backend = open_backend(config.model, config.backend, starter_direct=not task_class(config.task).starter_needs_backend)
-        results = (_one(config, row, backend) for row in progress(todo, desc=config.task, total=len(todo), unit="img"))
+        pairs = _in_process(config, todo)
     done = failed = 0
-    with out.open("a", encoding="utf-8") as fh:
-        for record in results:
+    with out.open("a", encoding="utf-8") as fh, closing(pairs):
+        for record, exc in progress(pairs, desc=config.task, total=len(todo), unit="img"):
+            if exc is not None:
+                if config.stop_on_error:
+                    raise exc
+                log.warning("%s failed on %s: %s", config.task, record["id"], exc)
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-            failed += "error" in record
-            done += "error" not in record
+            failed += exc is not None
+            done += exc is None
     return BatchResult(out=str(out), task=config.task, done=done, skipped=len(rows) - len(todo), failed=failed,
                        total=len(rows))
-
-
-class _RayRunner:
-    """A Ray Data actor: loads the backend once, runs the task on each batch of rows."""
-
-    def __init__(self, config_json: str) -> None:
-        self.config = BatchConfig.model_validate_json(config_json)
-        needs = task_class(self.config.task).starter_needs_backend
-        self.backend = open_backend(self.config.model, self.config.backend, starter_direct=not needs)
-
-    def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
-        lines = []
-        for rid, ref, extra in zip(rows["id"], rows["ref"], rows["extra"]):
-            row = ImageRow(id=str(rid), ref=str(ref), extra=json.loads(str(extra)))
-            lines.append(json.dumps(_one(self.config, row, self.backend), ensure_ascii=False))
-        return {"line": lines}
-
-
-def _run_ray(config: BatchConfig, rows: list[ImageRow]) -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise missing_extra("ray", "ray") from None
-    items = [{"id": r.id, "ref": r.ref, "extra": json.dumps(r.extra)} for r in rows]
-    if not items:
-        return iter(())
-    ds = ray.data.from_items(items).map_batches(
-        _RayRunner, fn_constructor_args=(config.model_dump_json(),), batch_size=8, concurrency=1
-    )
-    return (json.loads(rec["line"]) for rec in ds.iter_rows())
