@@ -32,6 +32,17 @@ __all__ = [
 ]
 
 
+def _encodable(text: str) -> str:
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"); Python keeps it, and UTF-8 encoding (token
+    # counting, tokenizers) would fail later as a server error. Refuse it here, as the client's mistake.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"the text holds an unpaired UTF-16 surrogate at character {exc.start}; "
+                         "send valid Unicode") from None
+    return text
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,6 +76,13 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str | list[ContentPart]
+
+    @field_validator("content")
+    @classmethod
+    def _valid_unicode(cls, content: str | list[TextPart | ImageURLPart]) -> str | list[TextPart | ImageURLPart]:
+        for part in [content] if isinstance(content, str) else content:
+            _encodable(part if isinstance(part, str) else getattr(part, "text", ""))
+        return content
 
     def parts(self) -> list[TextPart | ImageURLPart]:
         return [TextPart(text=self.content)] if isinstance(self.content, str) else list(self.content)

@@ -80,6 +80,16 @@ class ChatCompletionRequest(BaseModel):
     def _stop_list(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("stop")
+    @classmethod
+    def _stop_encodable(cls, value: list[str] | None) -> list[str] | None:
+        for text in value or ():  # a JSON-escaped lone surrogate ("\ud800") fails in the tokenizer: a 500
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a stop string holds an unpaired UTF-16 surrogate; send valid Unicode") from None
+        return value
+
     @field_validator("temperature", "top_p", mode="before")
     @classmethod
     def _null_default(cls, value: object, info: Any) -> object:
