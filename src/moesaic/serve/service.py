@@ -43,6 +43,9 @@ __all__ = ["ChatService", "approx_tokens", "validation_error"]
 
 log = logging.getLogger(__name__)
 _GENERATION_KEYS = ("max_tokens", "temperature", "top_p", "seed", "stop")
+# Below this, sampling is greedy decoding in all but name, and logits / temperature overflow float32 to inf
+# (from about 1e-38 on: the sampler then fails, a 500); such temperatures decode greedily.
+MIN_TEMPERATURE = 1e-5
 
 
 def approx_tokens(messages: list[ChatMessage]) -> int:
@@ -111,7 +114,8 @@ class ChatService:
         if stop is not None and len(stop) > 4:
             raise InputError(f"at most 4 stop strings are accepted, got {len(stop)}", "send fewer", param="stop")
         return GenerationParams(max_new_tokens=max_tokens or self.settings.effective_default_max_tokens,
-                                temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop or ()))
+                                temperature=0.0 if temperature < MIN_TEMPERATURE else temperature, top_p=top_p,
+                                seed=seed, stop=tuple(stop or ()))
 
     def max_images(self) -> int:
         cap = self.backend.max_images
