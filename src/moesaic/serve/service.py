@@ -54,13 +54,25 @@ def approx_tokens(messages: list[ChatMessage]) -> int:
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
-    """A pydantic error as a 400 that names the field."""
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p not in ("body",)) or "(body)"
+    """A pydantic error as a 400 that names the field: the most specific one (deepest location), so that a
+    bad part of a content *list* is reported, not the ``str`` alternative of the same union."""
+    first = max(exc.errors(), key=lambda e: len(e["loc"]))
+    loc = ".".join(_readable_loc(first["loc"])) or "(body)"
     loc = f"{prefix}{loc}" if prefix else loc
     msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return InputError(f"invalid request: {loc}: {msg}{more}", f"fix the '{loc}' field of the request", param=loc)
+
+
+def _readable_loc(loc: tuple[int | str, ...]) -> list[str]:
+    """pydantic's location without union labels: ``messages.0.content.list[tagged-union[...]].0.image_url.
+    image_url.url`` (branch label, then the discriminator tag beside the field) becomes
+    ``messages.0.content.0.image_url.url``."""
+    out: list[str] = []
+    for part in map(str, loc):
+        if part != "body" and "[" not in part and not (out and out[-1] == part):
+            out.append(part)
+    return out
 
 
 class ChatService:
