@@ -1,7 +1,14 @@
-"""ASGI middleware: API key, body size (by Content-Length and while reading) and request metrics.
+"""ASGI middleware: cross-site requests, API key, body size (by Content-Length and while reading) and request
+metrics.
 
 The body is read here, bounded, before any route sees it, so an oversized upload is refused with 413
 without buffering more than ``max_body_bytes``.
+
+The server sends no CORS headers, so no page from another origin may use it. Browsers still deliver a
+cross-site "simple" POST (``text/plain`` or form content types skip the CORS preflight) and the routes
+parse any body as JSON, so without an API key a web page a user visits could make a local server run the
+model. Such requests carry an ``Origin`` header naming another site: they are refused with 403. Clients
+outside browsers (SDKs, curl, SageMaker) send no ``Origin`` and are unaffected.
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from moesaic.errors import AuthError, MoesaicError
 from moesaic.serve.metrics import ServeMetrics
-from moesaic.serve.protocol import PayloadTooLargeError
+from moesaic.serve.protocol import CrossOriginError, PayloadTooLargeError
 
 __all__ = ["GuardMiddleware", "OPEN_PATHS", "KNOWN_ROUTES"]
 
@@ -57,7 +65,7 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            error = self._auth_error(scope, path)
+            error = _cross_origin_error(scope) or self._auth_error(scope, path)
             if error is None:
                 body_or_error = await self._read_body(scope, receive)
                 error = body_or_error if isinstance(body_or_error, MoesaicError) else None
@@ -100,6 +108,25 @@ class GuardMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _cross_origin_error(scope: Scope) -> CrossOriginError | None:
+    """A POST (or other non-GET) whose ``Origin`` is not this server's own host (``Host``, or the
+    ``X-Forwarded-Host`` a proxy sets; a cross-site simple request cannot add that header)."""
+    if scope.get("method", "GET") in ("GET", "HEAD", "OPTIONS"):
+        return None
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin")
+    if origin is None:
+        return None
+    text = origin.decode("latin-1")
+    netloc = urlsplit(text).netloc.lower()
+    own = {headers.get(name, b"").decode("latin-1").lower() for name in (b"host", b"x-forwarded-host")}
+    if netloc and netloc in own:
+        return None
+    return CrossOriginError(f"cross-origin request from {text[:100]!r} refused",
+                            "call the API from a program (it sends no Origin header) or from the page this "
+                            "server serves at /")
 
 
 def _too_large(size: int, limit: int, partial: bool = False) -> PayloadTooLargeError:

@@ -28,6 +28,7 @@ __all__ = [
     "ErrorResponse",
     "PayloadTooLargeError",
     "InternalError",
+    "CrossOriginError",
     "completion_id",
     "InvocationQuestion",
     "request_schemas",
@@ -38,6 +39,14 @@ __all__ = [
 class PayloadTooLargeError(InputError):
     status = 413
     code = "payload_too_large"
+
+
+class CrossOriginError(MoesaicError):
+    """A page from another web origin sent a request through a visitor's browser (cross-site request)."""
+
+    status = 403
+    type = "permission_error"
+    code = "cross_origin"
 
 
 class InternalError(MoesaicError):
