@@ -3,7 +3,8 @@
 SmolLM2-135M-shaped text model with random weights (hidden 576, 30 layers, intermediate 1536, 9 heads /
 3 kv heads, vocab 49152), N=4 experts (the base's MLPs plus noise), k=1 and k=2. The sparse MoE is built
 by moesaic's own ``mixtral`` output architecture (Llama → ``MixtralForCausalLM``) and timed with each
-experts implementation transformers offers (``eager``, ``batched_mm``, ``grouped_mm``); the Cephalo-style
+experts implementation transformers offers (``eager``, ``batched_mm``, ``grouped_mm``) and with moesaic's
+few-token decode path (``moesaic_sparse``, :mod:`moesaic.moe.fast_experts`); the Cephalo-style
 block runs all N expert MLPs on every token and then keeps the top-k (compute ∝ N).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/moe_decode.py --threads 1
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moesaic.moe.arch import MoEPlan
+from moesaic.moe.fast_experts import register
 from moesaic.moe.layers import dense_mlp_weights, find_decoder_layers
 from moesaic.moe.mixtral import MixtralOutput
 
@@ -106,8 +108,11 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--impls", default="moesaic_sparse,eager,batched_mm,grouped_mm",
+                    help="comma-separated experts implementations to time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    register()  # makes "moesaic_sparse" a valid experts implementation
     base, moe, cephalo, _ = build(args.experts, args.seed)
     prompt = torch.randint(1, SHAPE["vocab_size"], (1, args.prompt), generator=torch.Generator().manual_seed(args.seed))
     def configure(model: nn.Module, k: int | None, impl: str | None) -> nn.Module:
@@ -120,7 +125,8 @@ def main() -> None:
     n = args.experts
     runs: list[tuple[str, str, nn.Module, int | None, str | None]] = [("dense base", "-", base, None, None)]
     for k in (1, 2):
-        runs += [(f"moesaic MoE N={n} k={k}", impl, moe, k, impl) for impl in ("eager", "batched_mm", "grouped_mm")]
+        runs += [(f"moesaic MoE N={n} k={k}", impl, moe, k, impl)
+                 for impl in args.impls.split(",")]
         runs.append((f"Cephalo-style N={n} k={k}", "all experts", cephalo, k, None))
     for name, impl, model, k, ei in runs:  # warm-up
         configure(model, k, ei).generate(prompt, max_new_tokens=2, do_sample=False, pad_token_id=0)
@@ -135,6 +141,12 @@ def main() -> None:
     print(f"{'model':<28}{'experts impl':<14}{'tok/s':>8}{'vs dense':>10}")
     for name, impl, tps in rows:
         print(f"{name:<28}{impl:<14}{tps:8.1f}{tps / dense:10.2f}")
+    for k in (1, 2):  # the goal ratio: moesaic's sparse MoE over the run-every-expert block, same k
+        if "moesaic_sparse" not in args.impls:
+            break
+        sparse = next(t for name, impl, t in rows if name.endswith(f"k={k}") and impl == "moesaic_sparse")
+        cephalo = next(t for name, impl, t in rows if name.startswith("Cephalo") and name.endswith(f"k={k}"))
+        print(f"k={k}: moesaic_sparse / Cephalo-style = {sparse / cephalo:.2f}x")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_forced_routing_gives_the_experts_logits(case, tiny_model_dir, mlp_exper
                   output_architecture=ARCH_OF[case]))
     moe, _ = load_moe(tmp_path / "moe")
     if case != "generic":  # the fastest experts implementation on CPU (benchmarks/moe_decode.py)
-        assert moe.config.get_text_config()._experts_implementation == "eager"
+        assert moe.config.get_text_config()._experts_implementation == "moesaic_sparse"
     ids = token_ids(1)
     dense = [_logits(load_dense(str(e)), ids) for e in experts]
     assert (dense[0] - dense[1]).abs().max() > 1e-2  # the experts really differ
@@ -188,3 +188,28 @@ def test_text_only_decoders(text_cls, want_arch, want_cls, tmp_path) -> None:
     assert type(moe).__name__ == want_cls and processor is not None
     ids = token_ids()
     torch.testing.assert_close(_logits(moe, ids), _logits(load_dense(str(base)), ids), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["mixtral", "qwen3_vl_moe", "generic"])
+def test_few_token_decode_path_matches_the_experts_loop(case, tiny_model_dir, mlp_expert, tmp_path,
+                                                        monkeypatch) -> None:
+    import moesaic.moe.fast_experts as fast
+    import moesaic.moe.sparse as sparse
+
+    base = tiny_model_dir(FAMILY_OF[case])
+    out = tmp_path / "moe"
+    merge(_config(base, [mlp_expert(base, s) for s in (1, 2, 3)], out, gate_mode="random", experts_per_token=2,
+                  output_architecture=ARCH_OF[case]))
+    model, _ = load_moe(out)
+    if case != "generic":
+        assert model.config.get_text_config()._experts_implementation == "moesaic_sparse"
+    ids = token_ids(3, length=6)  # (1, 6): every layer call is a few-token call
+    with torch.no_grad():
+        fast_logits = model(input_ids=ids).logits
+        fast_tokens = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False)
+        monkeypatch.setattr(fast, "FEW_TOKENS", 0)  # native: eager fallback for every call
+        monkeypatch.setattr(sparse, "FEW_TOKENS", 0)  # generic: the per-expert loop
+        loop_logits = model(input_ids=ids).logits
+        loop_tokens = model.generate(input_ids=ids, max_new_tokens=5, do_sample=False)
+    torch.testing.assert_close(fast_logits, loop_logits, atol=1e-5, rtol=1e-5)
+    assert fast_tokens.tolist() == loop_tokens.tolist()

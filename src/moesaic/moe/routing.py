@@ -22,8 +22,9 @@ from moesaic.moe.layers import find_decoder_layers
 __all__ = ["load_moe", "save_moe", "routers", "record_routing", "is_generic", "CPU_EXPERTS_IMPLEMENTATION"]
 
 # benchmarks/moe_decode.py (N=4, SmolLM2-135M shapes, 1 CPU thread): eager beat grouped_mm at k=1 and
-# batched_mm by 3-10x; transformers' default for Mixtral/Qwen3-VL-MoE is grouped_mm.
-CPU_EXPERTS_IMPLEMENTATION = "eager"
+# batched_mm by 3-10x, and moesaic's few-token path (moe/fast_experts.py) beat eager at decode;
+# transformers' default for Mixtral/Qwen3-VL-MoE is grouped_mm.
+CPU_EXPERTS_IMPLEMENTATION = "moesaic_sparse"
 
 
 def is_generic(folder: str | Path) -> bool:
@@ -44,7 +45,9 @@ def load_moe(folder: str | Path) -> tuple[nn.Module, Any]:
     model = load_dense(str(folder))
     routers(model)  # raises when it is not an MoE
     if next(model.parameters()).device.type == "cpu" and hasattr(model, "set_experts_implementation"):
-        model.set_experts_implementation(CPU_EXPERTS_IMPLEMENTATION)
+        from moesaic.moe.fast_experts import register
+
+        model.set_experts_implementation(register())
     return model, load_processor(str(folder))
 
 

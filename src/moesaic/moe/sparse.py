@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moesaic.moe.fast_experts import FEW_TOKENS, few_token_experts
+
 __all__ = ["TopKRouter", "FusedExperts", "SparseMoeBlock"]
 
 
@@ -41,13 +43,18 @@ class FusedExperts(nn.Module):
         self.down_proj = nn.Parameter(torch.zeros(num_experts, hidden, intermediate))  # (E, H, I)
         self.act_fn = act
 
+    def _apply_gate(self, gate_up: torch.Tensor) -> torch.Tensor:  # (n, 2I) → (n, I)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.act_fn(gate) * up
+
     def forward(self, x: torch.Tensor, top_i: torch.Tensor, top_w: torch.Tensor) -> torch.Tensor:
         # x: (tokens, hidden); top_i, top_w: (tokens, k)
+        if x.shape[0] <= FEW_TOKENS:  # decode: skip the per-expert gather/scatter (moe/fast_experts.py)
+            return few_token_experts(x, top_i, top_w, self.gate_up_proj, self.down_proj, self._apply_gate)
         out = torch.zeros_like(x)
         for e in torch.unique(top_i).tolist():
             token_idx, slot = torch.where(top_i == e)
-            gate, up = F.linear(x[token_idx], self.gate_up_proj[e]).chunk(2, dim=-1)  # (n, I) each
-            y = F.linear(self.act_fn(gate) * up, self.down_proj[e])  # (n, hidden)
+            y = F.linear(self._apply_gate(F.linear(x[token_idx], self.gate_up_proj[e])), self.down_proj[e])  # (n, H)
             out.index_add_(0, token_idx, y * top_w[token_idx, slot, None])
         return out
 
