@@ -4,7 +4,8 @@ For each model it starts ``moesaic serve`` on a free 127.0.0.1 port, warms it up
 threads that send chat completions (a small PNG + a question, every fourth one streamed) until
 ``--duration`` seconds have passed, and stops by itself. It records requests, errors (any non-200, any
 stream without ``[DONE]``, any transport error), latency percentiles, throughput, and the server's resident
-memory (``VmRSS`` from ``/proc/PID/status``) after warm-up and at the end, plus its peak (``VmHWM``).
+memory (``VmRSS`` from ``/proc/PID/status``) after warm-up (every question once, plain and streamed) and
+at the end, plus its peak (``VmHWM``).
 
     python benchmarks/load_test.py                                  # 16 clients × 300 s, starter + tiny-vlm
     python benchmarks/load_test.py --duration 30 --model tiny-vlm   # the short version
@@ -57,20 +58,25 @@ class LoadReport:
     rss_end_mib: float = 0.0
     rss_peak_mib: float = 0.0
     server_exit_code: int | None = None
+    rss_samples_mib: list[float] = field(default_factory=list)  # VmRSS every tenth of the run
 
     @property
     def rss_growth_mib(self) -> float:
         return self.rss_end_mib - self.rss_start_mib
 
+    @property
+    def rss_growth_pct(self) -> float:
+        return 100.0 * self.rss_growth_mib / self.rss_start_mib if self.rss_start_mib else 0.0
+
     def row(self) -> str:
         return (f"| {self.model} | {self.clients} | {self.duration_s:.0f} | {self.requests} | {self.errors} | "
                 f"{self.requests_per_s:.1f} | {self.p50_ms:.0f} | {self.p90_ms:.0f} | {self.p99_ms:.0f} | "
                 f"{self.max_ms:.0f} | {self.rss_start_mib:.0f} | {self.rss_end_mib:.0f} | "
-                f"{self.rss_growth_mib:+.0f} | {self.rss_peak_mib:.0f} |")
+                f"{self.rss_growth_mib:+.0f} ({self.rss_growth_pct:+.1f} %) | {self.rss_peak_mib:.0f} |")
 
 
 HEADER = ("| model | clients | s | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | RSS start MiB | "
-          "RSS end MiB | RSS growth | RSS peak |\n|" + "---|" * 14)
+          "RSS end MiB | RSS growth MiB | RSS peak MiB |\n|" + "---|" * 14)
 
 
 def proc_memory_mib(pid: int) -> tuple[float, float]:
@@ -124,12 +130,14 @@ def wait_ready(proc: subprocess.Popen[str], base: str, timeout_s: float = 300) -
         time.sleep(0.3)
 
 
-def one_request(client: httpx.Client, base: str, rng: random.Random, max_tokens: int) -> str | None:
-    """Send one request; ``None`` when it succeeded, else what went wrong."""
-    stream = rng.random() < 0.25
+def one_request(client: httpx.Client, base: str, rng: random.Random, max_tokens: int,
+                question: str | None = None, stream: bool | None = None) -> str | None:
+    """Send one request (random question and mode unless given); ``None`` when it succeeded, else what went
+    wrong."""
+    stream = rng.random() < 0.25 if stream is None else stream
     body = {"model": "bench", "max_tokens": max_tokens, "stream": stream, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": _png_data_url(rng)}},
-        {"type": "text", "text": rng.choice(QUESTIONS)}]}]}
+        {"type": "text", "text": question or rng.choice(QUESTIONS)}]}]}
     url = f"{base}/v1/chat/completions"
     if not stream:
         r = client.post(url, json=body)
@@ -155,6 +163,18 @@ def _client_loop(base: str, seed: int, until: float, max_tokens: int, out: dict[
                 out["errors"].append(problem)
 
 
+def warm_up(base: str, max_tokens: int, seed: int) -> None:
+    """Every question once, plain and streamed: every expert the router can pick (the starter's OCR, tagger,
+    writer …) is loaded before the starting RSS is read, so growth measures leaks, not lazy loading."""
+    rng = random.Random(seed)
+    with httpx.Client(timeout=300) as client:
+        for question in QUESTIONS:
+            for stream in (False, True):
+                problem = one_request(client, base, rng, max_tokens, question, stream)
+                if problem:
+                    raise RuntimeError(f"the warm-up request failed: {problem}")
+
+
 def run_load(model: str, clients: int = 16, duration_s: float = 300, *, max_tokens: int = 8, seed: int = 0,
              server_args: list[str] | None = None) -> LoadReport:
     """Start ``moesaic serve --model MODEL`` on loopback, load it for ``duration_s``, stop it, report."""
@@ -164,10 +184,7 @@ def run_load(model: str, clients: int = 16, duration_s: float = 300, *, max_toke
     report = LoadReport(model=model, clients=clients, duration_s=duration_s)
     try:
         wait_ready(proc, base)
-        with httpx.Client(timeout=300) as warm_client:
-            warm = one_request(warm_client, base, random.Random(seed), max_tokens)
-        if warm:
-            raise RuntimeError(f"the warm-up request failed: {warm}")
+        warm_up(base, max_tokens, seed)
         report.rss_start_mib, _ = proc_memory_mib(proc.pid)
         out: dict[str, list] = {"latency_ms": [], "errors": []}
         until = time.monotonic() + duration_s
@@ -176,6 +193,13 @@ def run_load(model: str, clients: int = 16, duration_s: float = 300, *, max_toke
                    for i in range(clients)]
         for t in threads:
             t.start()
+        step = max(duration_s / 10, 0.5)
+        next_sample = started + step
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.2)
+            if time.monotonic() >= next_sample:  # RSS every tenth of the run: a plateau or a slope
+                report.rss_samples_mib.append(round(proc_memory_mib(proc.pid)[0], 1))
+                next_sample += step
         for t in threads:
             t.join()
         elapsed = time.monotonic() - started
@@ -229,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     for report in reports:
         for sample in report.error_samples:
             print(f"{report.model}: error: {sample}")
-        print(f"{report.model}: server exit code after SIGTERM: {report.server_exit_code}")
+        print(f"{report.model}: server exit code after SIGTERM: {report.server_exit_code}; "
+              f"RSS during the run (MiB): {report.rss_samples_mib}")
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) | {"rss_growth_mib": r.rss_growth_mib} for r in reports], indent=2))
+        args.json.write_text(json.dumps([asdict(r) | {"rss_growth_mib": r.rss_growth_mib,
+                                                       "rss_growth_pct": r.rss_growth_pct} for r in reports], indent=2))
     return 0 if all(r.errors == 0 and r.server_exit_code == 0 for r in reports) else 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Case:
     content_type: str = "application/json"
     path: str = "/v1/chat/completions"
     not_says: tuple[str, ...] = field(default_factory=tuple)  # must not leak
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers; "SELF" stands for the server's URL
 
 
 def chat(*parts: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
@@ -151,7 +153,8 @@ def request_cases() -> list[Case]:
         Case("content_is_a_number", 400, inv, "messages", {"model": "tiny", "messages": [{"role": "user", "content": 7}]}),
         Case("unknown_role", 400, inv, "role", {"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}),
         Case("unknown_part_type", 400, inv, "messages", chat({"type": "hologram", "hologram": "x"})),
-        Case("image_part_without_url", 400, inv, "messages", chat({"type": "image_url", "image_url": {}})),
+        Case("image_part_without_url", 400, inv, "image_url.url: field required",
+             chat({"type": "image_url", "image_url": {}})),
         Case("model_missing", 400, inv, "model", {"messages": [{"role": "user", "content": "hi"}]}),
         Case("model_not_served", 404, "not_found", "not served here", chat("hi") | {"model": "gpt-5"}),
         Case("max_tokens_zero", 400, inv, "max_tokens", chat("hi", max_tokens=0)),
@@ -167,6 +170,26 @@ def request_cases() -> list[Case]:
         Case("nul_and_control_chars_in_text", 200, None, json=chat("a\u0000b\u0007c\u202e")),
         Case("invocations_unknown_field", 400, inv, "unknown field", {"question": "hi", "surprise": 1},
              path="/invocations"),
+        Case("invocations_bad_utf8", 400, inv, "not valid json", raw=b'{"question": "caf\xe9"}', path="/invocations"),
+        Case("lone_surrogate_in_text", 400, inv, "unpaired utf-16 surrogate",
+             raw=b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}'),
+        Case("lone_surrogate_in_text_part", 400, inv, "unpaired utf-16 surrogate",
+             raw=b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}'),
+        Case("lone_surrogate_in_invocations_question", 400, inv, "question",
+             raw=b'{"question": "\\ud83d"}', path="/invocations"),
+        Case("lone_surrogate_in_stop", 400, inv, "stop",
+             raw=b'{"model": "tiny", "max_tokens": 2, "stop": ["\\ud800"], "messages": [{"role": "user", "content": "hi"}]}'),
+        Case("lone_surrogate_in_image_url", 400, inv, "image_url.url", raw=b'{"model": "tiny", "max_tokens": 2, "messages": '
+             b'[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://\\ud800.test/a.png"}}]}]}'),
+        Case("temperature_subnormal_is_greedy", 200, None, json=chat("hi", temperature=5e-324, seed=3)),
+        Case("temperature_out_of_range", 400, inv, "temperature", chat("hi", temperature=2.5)),
+        Case("image_url_wrong_type", 400, inv, "image_url", chat({"type": "image_url", "image_url": 5})),
+        Case("stream_wrong_type", 400, inv, "stream", chat("hi", stream="perhaps")),
+        Case("cross_site_simple_post", 403, "cross_origin", "cross-origin", raw=json.dumps(GOODISH).encode(),
+             content_type="text/plain", headers={"Origin": "http://attacker.example"}),
+        Case("cross_site_opaque_origin", 403, "cross_origin", "cross-origin", raw=json.dumps(GOODISH).encode(),
+             content_type="application/x-www-form-urlencoded", headers={"Origin": "null"}),
+        Case("same_origin_page_accepted", 200, None, json=chat("hi"), headers={"Origin": "SELF"}),
         Case("invocations_garbage_image_bytes", 400, "invalid_image", "not an image", raw=b"\x00\x01garbage",
              content_type="image/png", path="/invocations"),
     ]
@@ -211,6 +234,10 @@ def url_cases(evil_port: int, loop_port: int) -> list[Case]:
              url(f"{evil}/redirect?to=http://169.254.169.254/latest/meta-data/")),
         Case("redirect_to_dns_private", 400, pol, "private", url(f"{evil}/redirect?to=http://private.test/x.png")),
         Case("redirect_to_file", 400, pol, "scheme 'file'", url(f"{evil}/redirect?to=file:///etc/passwd")),
+        Case("redirect_to_v6_loopback", 400, pol, "loopback", url(f"{evil}/redirect?to=http://[::1]:{loop_port}/red.png")),
+        Case("redirect_to_mapped_private", 400, pol, "wrapping 10.0.0.1",
+             url(f"{evil}/redirect?to=http://[::ffff:10.0.0.1]/x.png")),
+        Case("redirect_to_gopher", 400, pol, "scheme 'gopher'", url(f"{evil}/redirect?to=gopher://example.com/_x")),
         Case("redirect_loop", 400, fetch, "redirected more than", url(f"{evil}/loop")),
         Case("file_scheme", 400, pol, "scheme 'file'", url("file:///etc/passwd")),
         Case("ftp_scheme", 400, pol, "scheme 'ftp'", url("ftp://example.com/a.png")),

@@ -42,9 +42,11 @@ def target(tiny_model_dir):
 
 
 def send(url: str, case: Case) -> httpx.Response:
+    headers = {k: url if v == "SELF" else v for k, v in case.headers.items()}
     if case.raw is not None:
-        return httpx.post(url + case.path, content=case.raw, headers={"Content-Type": case.content_type}, timeout=30)
-    return httpx.post(url + case.path, json=case.json, timeout=30)
+        headers["Content-Type"] = case.content_type
+        return httpx.post(url + case.path, content=case.raw, headers=headers, timeout=30)
+    return httpx.post(url + case.path, json=case.json, headers=headers, timeout=30)
 
 
 def check(response: httpx.Response, case: Case) -> None:
@@ -56,7 +58,8 @@ def check(response: httpx.Response, case: Case) -> None:
         return
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}, error
-    assert error["type"] == {404: "not_found_error"}.get(case.status, "invalid_request_error"), error
+    assert error["type"] == {403: "permission_error", 404: "not_found_error"}.get(case.status,
+                                                                               "invalid_request_error"), error
     if case.code is not None:
         assert error["code"] == case.code, f"{case.name}: {error}"
     message = error["message"].lower()
@@ -88,7 +91,7 @@ def test_corpus_size_and_summary():
     families = ("base64", "truncated", "zero_byte", "non_image", "bomb", "huge", "animated", "svg", "cmyk",
                 "sixteen_bit", "wrong_type", "unknown", "too_many_images", "too_long", "max_tokens", "utf8",
                 "loopback", "private", "link_local", "metadata", "mapped", "redirect", "dns_", "file", "ftp",
-                "gopher", "slow", "endless")
+                "gopher", "slow", "endless", "surrogate", "cross_site", "temperature")
     missing = [f for f in families if not any(f in n for n in NAMES)]
     assert not missing, missing
     if RESULTS:  # the parametrised cases ran in this session

@@ -29,7 +29,8 @@ pytest.importorskip("moesaic.backends.hf")
 
 class Faulty(Backend):
     """The real HF backend, plus two faults: a prompt saying "boom" raises, and streams are re-cut into one
-    character per chunk with a pause (a tiny random model's byte soup otherwise arrives as one chunk)."""
+    character per chunk with a pause (a tiny random model's byte soup otherwise arrives as one chunk).
+    A prompt saying "hold" keeps the model thread busy until ``release`` is set (so a test can fill the queue)."""
 
     def __init__(self, inner: Backend, chunk_delay_s: float = 0.0) -> None:
         self.inner = inner
@@ -39,6 +40,8 @@ class Faulty(Backend):
         self.chunks_sent = 0
         self.stream_closed = threading.Event()
         self.batch_sizes: list[int] = []
+        self.release = threading.Event()
+        self.seen: list[str] = []  # the text of every prompt that reached the model
 
     @staticmethod
     def _poisoned(prompt: list[Turn]) -> bool:
@@ -46,12 +49,16 @@ class Faulty(Backend):
 
     def generate(self, prompt, params=None):  # type: ignore[no-untyped-def]
         self.batch_sizes.append(1)
+        self.seen.append(" ".join(t.text for t in prompt))
+        if any("hold" in t.text for t in prompt):
+            assert self.release.wait(30), "the test never released the model"
         if self._poisoned(prompt):
             raise RuntimeError("CUDA error: device-side assert in /secret/path/kernel.cu")
         return self.inner.generate(prompt, params)
 
     def generate_batch(self, prompts, params=None):  # type: ignore[no-untyped-def]
         self.batch_sizes.append(len(prompts))
+        self.seen.extend(" ".join(t.text for t in p) for p in prompts)
         if any(self._poisoned(p) for p in prompts):
             raise RuntimeError("CUDA error: device-side assert in /secret/path/kernel.cu")
         return self.inner.generate_batch(prompts, params)
@@ -89,10 +96,18 @@ def test_backend_exception_fails_only_its_request(hf_backend):
     faulty = Faulty(hf_backend)
     settings = ServeConfig(model="tiny", max_batch_size=4, batch_wait_ms=300)
     texts = ["describe it", "boom", "what colour?", "hello"]
-    with running(create_app(settings, faulty)) as url:
-        with cf.ThreadPoolExecutor(4) as pool:
-            rs = list(pool.map(lambda t: httpx.post(f"{url}/v1/chat/completions", json=body(t), timeout=60), texts))
-        assert max(faulty.batch_sizes) > 1, faulty.batch_sizes  # the poisoned request really shared a batch
+    app = create_app(settings, faulty)
+    post = lambda t: httpx.post(f"{url}/v1/chat/completions", json=body(t), timeout=60)  # noqa: E731
+    with running(app) as url, cf.ThreadPoolExecutor(5) as pool:
+        held = pool.submit(post, "hold")  # occupies the model thread, so the next four queue up together
+        _wait_until(lambda: faulty.batch_sizes == [1], "the hold request never reached the model")
+        futures = [pool.submit(post, t) for t in texts]
+        _wait_until(lambda: app.state.service.batcher.depth == len(texts), "the four requests never queued")
+        faulty.release.set()
+        rs = [f.result() for f in futures]
+        assert held.result().status_code == 200
+        assert faulty.batch_sizes[:2] == [1, 4], faulty.batch_sizes  # the poisoned request shared a batch of 4
+        assert faulty.batch_sizes[2:] == [1, 1, 1, 1], faulty.batch_sizes  # then each was retried alone
         assert [r.status_code for r in rs] == [200, 500, 200, 200], [r.text for r in rs]
         error = rs[1].json()["error"]
         assert error["type"] == "server_error" and error["code"] == "internal_error"
@@ -110,6 +125,13 @@ def test_backend_exception_fails_only_its_request(hf_backend):
         ok = httpx.post(f"{url}/v1/chat/completions", json=GOOD_BODY, timeout=60)
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+
+
+def _wait_until(condition, what: str, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 def test_client_leaving_mid_stream_frees_the_model(hf_backend):
@@ -131,6 +153,25 @@ def test_client_leaving_mid_stream_frees_the_model(hf_backend):
         started = time.monotonic()
         ok = httpx.post(f"{url}/v1/chat/completions", json=GOOD_BODY, timeout=60)
         assert ok.status_code == 200 and time.monotonic() - started < 5  # the slot was free at once
+
+
+def test_client_leaving_a_queued_request_never_reaches_the_model(hf_backend):
+    faulty = Faulty(hf_backend)
+    app = create_app(ServeConfig(model="tiny"), faulty)
+    post = lambda t, **kw: httpx.post(f"{url}/v1/chat/completions", json=body(t), **kw)  # noqa: E731
+    with running(app) as url, cf.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(post, "hold", timeout=60)
+        _wait_until(lambda: faulty.batch_sizes == [1], "the hold request never reached the model")
+        with pytest.raises(httpx.ReadTimeout):  # queued behind "hold"; the client gives up and hangs up
+            post("abandoned question", timeout=httpx.Timeout(10, read=0.5))
+        pending = app.state.service.batcher._pending  # still queued, until the server notices the hang-up
+        assert len(pending) == 1
+        _wait_until(lambda: pending[0].dropped(), "the abandoned job was not dropped")
+        faulty.release.set()
+        assert held.result().status_code == 200
+        assert post("what colour?", timeout=60).status_code == 200
+    assert not any("abandoned" in text for text in faulty.seen), faulty.seen
+    assert any("what colour?" in text for text in faulty.seen)
 
 
 def _wait_ready(proc: subprocess.Popen, base: str) -> None:

@@ -46,3 +46,16 @@ def test_percentiles_and_proc_memory():
 
     rss, peak = load_test.proc_memory_mib(os.getpid())
     assert 10 < rss <= peak
+
+
+def test_serve_caps_malloc_arenas_unless_the_environment_says(monkeypatch):
+    """``moesaic serve`` caps glibc's malloc arenas (RSS under 16 clients: +20 % uncapped, flat capped)."""
+    import platform
+
+    from moesaic.serve.app import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's setting wins (glibc read it at start-up)
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas() is on_glibc
