@@ -1,0 +1,57 @@
+"""The merged-model quality study, shrunk: experts learn their domain, trained gates keep it, averaging loses it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moesaic.errors import ConfigError
+from moesaic.eval.quality import DOMAINS, QualityStudyConfig, quality_study, write_domain
+from moesaic.eval.quality.scoring import retention
+
+SHRUNK = {"domains": ["colour", "position", "count"], "train_samples": 96, "test_samples": 12, "gate_samples": 24,
+          "steps": 150, "gate_steps": 100}
+
+
+def test_domains_are_balanced_and_reproducible(tmp_path: Path) -> None:
+    a = write_domain(tmp_path / "a", "shape", 9, seed=3)
+    b = write_domain(tmp_path / "b", "shape", 9, seed=3)
+    rows = [json.loads(line) for line in a.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["answer"] for r in rows) == sorted(["square", "circle", "triangle"] * 3)
+    assert a.read_text(encoding="utf-8") == b.read_text(encoding="utf-8")
+    assert (a.parent / rows[0]["image"]).read_bytes() == (b.parent / rows[0]["image"]).read_bytes()
+    other = write_domain(tmp_path / "c", "shape", 9, seed=4)
+    assert other.read_text(encoding="utf-8") != a.read_text(encoding="utf-8")
+
+
+def test_config_rejects_unknown_domains_and_large_k() -> None:
+    with pytest.raises(ConfigError, match="unknown domains"):
+        QualityStudyConfig.validated({"domains": ["colour", "weather"]})
+    with pytest.raises(ConfigError, match="experts_per_token"):
+        QualityStudyConfig.validated({"domains": ["colour", "shape"], "experts_per_token": 3})
+    assert set(QualityStudyConfig().domains) <= set(DOMAINS)
+
+
+def test_retention_divides_by_the_domains_own_expert() -> None:
+    experts = {"a": {"a": 0.8, "b": 0.1}, "b": {"a": 0.0, "b": 0.0}}
+    assert retention({"a": 0.6, "b": 0.3}, experts) == {"a": pytest.approx(0.75), "b": None}
+
+
+@pytest.mark.slow
+def test_trained_gate_moe_beats_the_averaged_merge(tmp_path: Path) -> None:
+    config = QualityStudyConfig.validated({"out": str(tmp_path / "study"), **SHRUNK})
+    result = quality_study(config)
+    for d in config.domains:
+        chance = 1 / len(DOMAINS[d].answers)
+        assert result.accuracy[f"expert:{d}"][d] > chance + 0.2, (d, result.accuracy)
+    trained, average = result.accuracy["moe_trained"], result.accuracy["average"]
+    assert sum(trained[d] for d in config.domains) > sum(average[d] for d in config.domains) + 0.3, result.accuracy
+    assert all(trained[d] >= average[d] for d in config.domains), result.accuracy
+    # the trained router sends each domain's content tokens mostly to that domain's expert
+    for i, d in enumerate(config.domains):
+        assert result.routing["moe_trained"][d][i] > 0.5, result.routing
+    saved = json.loads((tmp_path / "study" / "results.json").read_text(encoding="utf-8"))
+    assert saved["accuracy"] == result.accuracy
+    assert (tmp_path / "study" / "routing_moe_trained" / "route_report.png").is_file()
