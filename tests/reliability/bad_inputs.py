@@ -46,6 +46,11 @@ def chat(*parts: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
     return {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": content}], **extra}
 
 
+def escaped(body: Any) -> bytes:
+    """JSON with non-ASCII escaped: a lone surrogate in ``body`` becomes a valid JSON escape (``\\ud800``)."""
+    return json.dumps(body, ensure_ascii=True).encode("ascii")
+
+
 def img(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
@@ -172,15 +177,14 @@ def request_cases() -> list[Case]:
              path="/invocations"),
         Case("invocations_bad_utf8", 400, inv, "not valid json", raw=b'{"question": "caf\xe9"}', path="/invocations"),
         Case("lone_surrogate_in_text", 400, inv, "unpaired utf-16 surrogate",
-             raw=b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}'),
+             raw=escaped(GOODISH | {"messages": [{"role": "user", "content": "a\ud800b"}]})),
         Case("lone_surrogate_in_text_part", 400, inv, "unpaired utf-16 surrogate",
-             raw=b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}'),
-        Case("lone_surrogate_in_invocations_question", 400, inv, "question",
-             raw=b'{"question": "\\ud83d"}', path="/invocations"),
-        Case("lone_surrogate_in_stop", 400, inv, "stop",
-             raw=b'{"model": "tiny", "max_tokens": 2, "stop": ["\\ud800"], "messages": [{"role": "user", "content": "hi"}]}'),
-        Case("lone_surrogate_in_image_url", 400, inv, "image_url.url", raw=b'{"model": "tiny", "max_tokens": 2, "messages": '
-             b'[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://\\ud800.test/a.png"}}]}]}'),
+             raw=escaped(chat({"type": "text", "text": "\udfff"}))),
+        Case("lone_surrogate_in_invocations_question", 400, inv, "question", raw=escaped({"question": "\ud83d"}),
+             path="/invocations"),
+        Case("lone_surrogate_in_stop", 400, inv, "stop", raw=escaped(chat("hi", stop=["\ud800"]))),
+        Case("lone_surrogate_in_image_url", 400, inv, "image_url.url",
+             raw=escaped(chat(img("http://\ud800.test/a.png"), "hi"))),
         Case("temperature_subnormal_is_greedy", 200, None, json=chat("hi", temperature=5e-324, seed=3)),
         Case("temperature_out_of_range", 400, inv, "temperature", chat("hi", temperature=2.5)),
         Case("image_url_wrong_type", 400, inv, "image_url", chat({"type": "image_url", "image_url": 5})),
@@ -234,7 +238,8 @@ def url_cases(evil_port: int, loop_port: int) -> list[Case]:
              url(f"{evil}/redirect?to=http://169.254.169.254/latest/meta-data/")),
         Case("redirect_to_dns_private", 400, pol, "private", url(f"{evil}/redirect?to=http://private.test/x.png")),
         Case("redirect_to_file", 400, pol, "scheme 'file'", url(f"{evil}/redirect?to=file:///etc/passwd")),
-        Case("redirect_to_v6_loopback", 400, pol, "loopback", url(f"{evil}/redirect?to=http://[::1]:{loop_port}/red.png")),
+        Case("redirect_to_v6_loopback", 400, pol, "loopback",
+             url(f"{evil}/redirect?to=http://[::1]:{loop_port}/red.png")),
         Case("redirect_to_mapped_private", 400, pol, "wrapping 10.0.0.1",
              url(f"{evil}/redirect?to=http://[::ffff:10.0.0.1]/x.png")),
         Case("redirect_to_gopher", 400, pol, "scheme 'gopher'", url(f"{evil}/redirect?to=gopher://example.com/_x")),
