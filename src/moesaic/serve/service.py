@@ -39,7 +39,7 @@ from moesaic.serve.protocol import (
 )
 from moesaic.serve.settings import ServeConfig
 
-__all__ = ["ChatService", "approx_tokens", "validation_error"]
+__all__ = ["ChatService", "approx_tokens", "model_image_side", "validation_error"]
 
 log = logging.getLogger(__name__)
 _GENERATION_KEYS = ("max_tokens", "temperature", "top_p", "seed", "stop")
@@ -51,6 +51,25 @@ MIN_TEMPERATURE = 1e-5
 def approx_tokens(messages: list[ChatMessage]) -> int:
     """Documented approximation of prompt tokens: ceil(UTF-8 bytes / 4) over all text parts."""
     return sum(math.ceil(len(m.text().encode("utf-8")) / 4) for m in messages)
+
+
+def model_image_side(backend: Backend) -> int | None:
+    """The largest side (px) the backend's image processor resizes to, read from its ``size``,
+    ``max_image_size`` and ``crop_size`` (dicts or transformers' ``SizeDict``); ``None`` when unknown.
+
+    The image policy decodes JPEGs at least twice that large at a reduced scale (both sides stay ≥ it), so the
+    processor still downsamples. Taking the largest value errs towards decoding more, never less: Qwen-style
+    processors that give pixel counts under the same keys yield a huge side, which simply turns this off.
+    """
+    images = getattr(getattr(backend, "processor", None), "image_processor", None)
+    sides: list[int] = []
+    for key in ("size", "max_image_size", "crop_size"):
+        spec = getattr(images, key, None)
+        for name in ("longest_edge", "shortest_edge", "height", "width"):
+            value = spec.get(name) if isinstance(spec, dict) else getattr(spec, name, None)
+            if isinstance(value, int) and value > 0:
+                sides.append(value)
+    return max(sides) if sides else None
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
@@ -91,6 +110,7 @@ class ChatService:
                 max_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
                 timeout_s=settings.image_timeout_s,
+                target_size=model_image_side(backend),  # big JPEGs decode at 1/2-1/8 scale, not in full
             )
         except ValidationError as exc:
             raise ConfigError(f"invalid --allow-host: {exc.errors()[0]['msg']}",
