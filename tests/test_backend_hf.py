@@ -107,6 +107,15 @@ def test_seeded_sampling_is_reproducible(family: str, backends) -> None:  # type
     assert first.details["token_ids"] != other.details["token_ids"]
 
 
+def test_tiny_temperatures_decode_greedily_instead_of_crashing(backends) -> None:  # type: ignore[no-untyped-def]
+    backend = backends["idefics3"]
+    prompt = _ask(_noise(5), "what is it?")
+    greedy = backend.generate(prompt, GenerationParams(max_new_tokens=6))
+    for t in (5e-324, 1e-40, 9e-6):  # logits / t overflow to inf: the sampler would fail
+        tiny = backend.generate(prompt, GenerationParams(max_new_tokens=6, temperature=t, seed=1))
+        assert tiny.details["token_ids"] == greedy.details["token_ids"], t
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_stream_deltas_concatenate_to_the_answer(family: str, backends) -> None:  # type: ignore[no-untyped-def]
     backend = backends[family]

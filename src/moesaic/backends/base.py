@@ -18,6 +18,9 @@ from moesaic.inputs.messages import Turn
 __all__ = ["GenerationParams", "Answer", "StreamChunk", "Backend", "BackendOptions"]
 
 
+MIN_SAMPLING_TEMPERATURE = 1e-5
+
+
 class GenerationParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,7 +32,9 @@ class GenerationParams(BaseModel):
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """Temperatures below ``MIN_SAMPLING_TEMPERATURE`` decode greedily: logits / such a temperature
+        overflow to inf (from about 1e-38) and the sampler fails, while above it they already pick the top."""
+        return self.temperature < MIN_SAMPLING_TEMPERATURE
 
 
 class Answer(BaseModel):

@@ -179,6 +179,13 @@ def decode_base64(text: str, *, max_bytes: int | None = None) -> bytes:
     """Bare base64 → bytes: standard or URL-safe alphabet, with or without padding, whitespace ignored.
 
     With ``max_bytes`` the decoded size is checked from the length first, before anything is decoded."""
+    if max_bytes is None or len(text) * 3 // 4 <= max_bytes:
+        try:  # the common case (standard alphabet, padded, one line) at C speed, ~3x the tolerant path
+            data = base64.b64decode(text, validate=True)
+            if data:
+                return data
+        except (binascii.Error, ValueError):
+            pass  # URL-safe, unpadded, wrapped or broken: the tolerant path below decides and explains
     compact = _WHITESPACE.sub("", text).rstrip("=")
     if not compact:
         raise ImageError("the base64 image data is empty", "send the base64 of the image file")
