@@ -12,13 +12,10 @@ block runs all N expert MLPs on every token and then keeps the top-k (compute âˆ
 Prints one table (tokens/s of greedy decoding, batch 1, fixed seed; best of --repeats round-robin runs)
 and the ratios to the dense base.
 
-Measured 2026-11-23 on the shared 2-core CPU dev box (load average 5-8 from other jobs, so absolute numbers
-are noisy; three runs agreed on the ordering), 1 thread, 16 new tokens, best of 3:
-
-    dense base 7.8 tok/s | MoE k=1: eager 6.8 (0.87x), grouped_mm 6.4, batched_mm 1.3 | Cephalo k=1 3.3 (0.42x)
-                         | MoE k=2: eager 4.4 (0.57x), grouped_mm 4.2, batched_mm 0.6 | Cephalo k=2 2.9 (0.37x)
-
-eager is the fastest experts implementation here, so moesaic loads MoEs with it on CPU
+Measured 2026-11-23 12:00 UTC on the shared 2-core CPU dev box (load average ~3), 1 thread, 16 new tokens
+(two runs; full table in BENCHMARKS.md): MoE k=1 with ``moesaic_sparse`` 0.87x / 1.03x the dense base and
+2.32x / 2.50x the Cephalo-style block; k=2 0.60x / 0.65x dense. batched_mm is 5-10x slower on CPU; eager and
+grouped_mm sit within the noise of moesaic_sparse. moesaic loads MoEs with ``moesaic_sparse`` on CPU
 (``moesaic.moe.routing.CPU_EXPERTS_IMPLEMENTATION``).
 """
 
