@@ -142,7 +142,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     glibc gives threads that allocate at once their own arenas (up to 8 per core) and keeps freed memory in
     each. Under 16 concurrent clients the server's threads (image decoding, model, experts) grew RSS by
     20-26 % over the first minute and it stayed there; with two arenas it stayed flat and throughput did not
-    drop (benchmarks/results/reliability.md). ``MALLOC_ARENA_MAX`` in the environment wins; a no-op off glibc.
+    drop (BENCHMARKS.md, "Load"). ``MALLOC_ARENA_MAX`` in the environment wins; a no-op off glibc.
     """
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False
