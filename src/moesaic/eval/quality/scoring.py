@@ -32,14 +32,13 @@ def load_test_set(path: Path) -> list[Sample]:
 
 def load_any(folder: Path) -> tuple[Any, Any]:
     """(model, processor) of a dense VLM or a merged MoE folder (any MoE format), in eval mode."""
+    from moesaic.errors import ModelLoadError
     from moesaic.finetune.model import load_model, load_processor
-    from moesaic.moe.routing import load_moe, routers
+    from moesaic.moe.routing import load_moe
 
-    model = None
     try:
         model, processor = load_moe(folder)
-        routers(model)
-    except Exception:  # noqa: BLE001 - not an MoE: load it as the dense VLM it is
+    except ModelLoadError:  # no router in its layers: the dense VLM it is
         model, processor = load_model(folder), load_processor(folder)
     model.eval()
     return model, processor
