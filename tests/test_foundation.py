@@ -163,6 +163,29 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~old  # not mkdtemp's 0700
 
 
+def test_atomic_dir_recovers_what_a_killed_writer_left(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from moesaic.atomic import atomic_dir, recover
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that has exited
+    final = tmp_path / "model"
+    # killed between the two renames of an overwrite: no final, the previous one set aside, a temp folder left
+    (tmp_path / f".model.old-{dead}").mkdir()
+    (tmp_path / f".model.old-{dead}" / "w.bin").write_bytes(b"previous")
+    (tmp_path / f".model.pid{dead}.x1y2.partial").mkdir()
+    (tmp_path / ".model.v2.pid1.zz.partial").mkdir()  # another artefact's name: not ours to touch
+    assert recover(final)
+    assert (final / "w.bin").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.v2.pid1.zz.partial", "model"]
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:  # a failed rewrite keeps the restored one
+        (tmp / "w.bin").write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert (final / "w.bin").read_bytes() == b"previous"
+
+
 def test_stop_strings_cut_at_the_first_match() -> None:
     assert apply_stop("hello world. bye", (".", "bye")) == ("hello world", True)
     assert apply_stop("hello", ("x",)) == ("hello", False)

@@ -6,6 +6,7 @@ Write into a temporary sibling (same filesystem), fsync, then ``os.replace``/ren
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -64,11 +65,57 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _dead_leftovers(final: Path, kind: str) -> list[Path]:
+    """``.NAME.pidPID.*.partial`` / ``.NAME.old-PID`` folders next to ``final`` whose process is gone."""
+    pattern = f".{glob.escape(final.name)}.pid*.partial" if kind == "partial" else f".{glob.escape(final.name)}.old-*"
+    found = []
+    for path in final.parent.glob(pattern):
+        digits = path.name[len(final.name) + 2 :].removeprefix("pid").removeprefix("old-").split(".")[0]
+        if digits.isdigit() and not _pid_alive(int(digits)):
+            found.append(path)
+    return found
+
+
+def recover(final: str | os.PathLike[str]) -> bool:
+    """Clean up after a process killed while writing ``final`` with :func:`atomic_dir`.
+
+    A kill between the two renames of an overwrite leaves no ``final`` and the previous one aside as
+    ``.NAME.old-PID``: it is put back. Temporary folders of dead writers are removed. Returns ``True`` when
+    a previous ``final`` was restored.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return False
+    for partial in _dead_leftovers(final, "partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+    olds = sorted(_dead_leftovers(final, "old"), key=lambda p: p.stat().st_mtime)
+    restored = False
+    if olds and not final.exists():
+        os.replace(olds.pop(), final)
+        restored = True
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+    return restored
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``final`` in one rename.
 
-    On any exception the temporary folder is removed and ``final`` is untouched.
+    On any exception the temporary folder is removed and ``final`` is untouched. What an earlier writer
+    killed mid-way left behind is cleaned up first (:func:`recover`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +123,8 @@ def atomic_dir(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         from moesaic.errors import ConfigError
 
         raise ConfigError(f"{final} already exists", "choose another output folder or pass --overwrite")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    recover(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.pid{os.getpid()}.", suffix=".partial", dir=final.parent))
     os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
