@@ -35,19 +35,27 @@ def is_generic(folder: str | Path) -> bool:
     return isinstance(data.get("moesaic"), dict) and data["moesaic"].get("kind") == "moesaic_generic_moe"
 
 
-def load_moe(folder: str | Path) -> tuple[nn.Module, Any]:
-    """(model, processor) of a merged MoE folder, whichever family it is."""
+def load_moe(folder: str | Path, routing: str = "token") -> tuple[nn.Module, Any]:
+    """(model, processor) of a merged MoE folder, whichever family it is.
+
+    ``routing``: "token" (per token, as plain transformers routes) or "sequence" (one expert choice per
+    request, pooled over the prompt: :mod:`moesaic.moe.sequence_routing`); a load-time option, never saved.
+    """
     from moesaic.moe.generic import load_generic_moe
     from moesaic.moe.loading import load_dense, load_processor
+    from moesaic.moe.sequence_routing import set_routing
 
     if is_generic(folder):
-        return load_generic_moe(folder)
+        model, processor = load_generic_moe(folder)
+        set_routing(model, routing)
+        return model, processor
     model = load_dense(str(folder))
     routers(model)  # raises when it is not an MoE
     if next(model.parameters()).device.type == "cpu" and hasattr(model, "set_experts_implementation"):
         from moesaic.moe.fast_experts import register
 
         model.set_experts_implementation(register())
+    set_routing(model, routing)
     return model, load_processor(str(folder))
 
 
