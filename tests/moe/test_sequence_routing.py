@@ -1,4 +1,5 @@
-"""Sequence routing: one expert choice per sequence (pooled over the prompt's real tokens), reused at decode."""
+"""Sequence routing: one expert choice per sequence (pooled over the prompt's real tokens), reused at decode;
+``sequence_first``: the first layer's choice in every layer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from moesaic.moe.routing import load_moe, record_routing, routers
 from moesaic.moe.sequence_routing import get_routing, routing_mode, set_routing
 
 CASES = ["mixtral", "qwen3_vl_moe", "generic"]
+MODES = ["sequence", "sequence_first"]
 PAD = 0
 
 
@@ -47,7 +49,8 @@ def _generate(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, new
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_every_token_of_a_sequence_uses_the_same_experts(case, tiny_model_dir, mlp_expert, tmp_path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_every_token_of_a_sequence_uses_the_same_experts(case, mode, tiny_model_dir, mlp_expert, tmp_path) -> None:
     folder, _ = _merged(case, tiny_model_dir, mlp_expert, tmp_path / "moe", k=2)
     model, _ = load_moe(folder)
     ids, mask = _left_padded([12, 7, 10])
@@ -56,7 +59,7 @@ def test_every_token_of_a_sequence_uses_the_same_experts(case, tiny_model_dir, m
     varied = any(len({tuple(r) for r in idx.tolist()}) > 1 for layer in per_token for _, idx in layer)
     assert varied  # per-token routing mixes experts inside a sequence, so the check below can fail
 
-    set_routing(model, "sequence")
+    set_routing(model, mode)
     with record_routing(model) as calls:  # registered after the sequence hook: sees its output
         _generate(model, ids, mask)
     for layer in calls:
@@ -66,6 +69,11 @@ def test_every_token_of_a_sequence_uses_the_same_experts(case, tiny_model_dir, m
             assert (prefill[row] == prefill[row, -1]).all()  # padding positions too: one choice per sequence
         for _, idx in layer[1:]:  # decode steps: (batch, k), the stored choice
             torch.testing.assert_close(idx, prefill[:, -1])
+    per_layer = [layer[0][1].reshape(3, ids.shape[1], 2)[:, -1].tolist() for layer in calls]  # (L, batch, k)
+    if mode == "sequence_first":  # one choice for the whole network
+        assert all(choice == per_layer[0] for choice in per_layer)
+    else:  # these random gates choose differently in some layer
+        assert any(choice != per_layer[0] for choice in per_layer)
 
 
 def _pin_pooled_choice(model: torch.nn.Module, expert: int) -> None:
@@ -84,8 +92,8 @@ def _pin_pooled_choice(model: torch.nn.Module, expert: int) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("expert", [0, 2])
-def test_a_pooled_choice_gives_that_experts_logits(case, expert, tiny_model_dir, mlp_expert, tmp_path) -> None:
+@pytest.mark.parametrize(("expert", "mode"), [(0, "sequence"), (2, "sequence"), (1, "sequence_first")])
+def test_a_pooled_choice_gives_that_experts_logits(case, expert, mode, tiny_model_dir, mlp_expert, tmp_path) -> None:
     folder, experts = _merged(case, tiny_model_dir, mlp_expert, tmp_path / "moe")
     model, _ = load_moe(folder)
     _pin_pooled_choice(model, expert)  # before set_routing, so the sequence hook pools these logits
@@ -93,17 +101,18 @@ def test_a_pooled_choice_gives_that_experts_logits(case, expert, tiny_model_dir,
     with torch.no_grad():
         dense = load_dense(str(experts[expert]))(input_ids=ids).logits  # (1, seq, vocab)
         per_token = model(input_ids=ids).logits
-        with routing_mode(model, "sequence"):
+        with routing_mode(model, mode):
             pooled = model(input_ids=ids).logits
     assert (per_token - dense).abs().max() > 1e-3  # per-token routing mixes in expert j+1
     torch.testing.assert_close(pooled, dense, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_left_padded_batch_generates_as_one_at_a_time(case, tiny_model_dir, mlp_expert, tmp_path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_left_padded_batch_generates_as_one_at_a_time(case, mode, tiny_model_dir, mlp_expert, tmp_path) -> None:
     folder, _ = _merged(case, tiny_model_dir, mlp_expert, tmp_path / "moe")
-    model, _ = load_moe(folder, routing="sequence")
-    assert get_routing(model) == "sequence"
+    model, _ = load_moe(folder, routing=mode)
+    assert get_routing(model) == mode
     lengths = [16, 2, 9, 3]  # short rows are mostly padding: pooling over it would change their choice
     ids, mask = _left_padded(lengths, seed=4)
     batched = _generate(model, ids, mask, new=6)[:, ids.shape[1]:]  # (batch, new)

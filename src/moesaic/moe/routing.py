@@ -38,8 +38,9 @@ def is_generic(folder: str | Path) -> bool:
 def load_moe(folder: str | Path, routing: str = "token") -> tuple[nn.Module, Any]:
     """(model, processor) of a merged MoE folder, whichever family it is.
 
-    ``routing``: "token" (per token, as plain transformers routes) or "sequence" (one expert choice per
-    request, pooled over the prompt: :mod:`moesaic.moe.sequence_routing`); a load-time option, never saved.
+    ``routing``: "token" (per token, as plain transformers routes), "sequence" (one expert choice per
+    request and layer, pooled over the prompt) or "sequence_first" (the first layer's pooled choice for
+    every layer): :mod:`moesaic.moe.sequence_routing`. A load-time option, never saved.
     """
     from moesaic.moe.generic import load_generic_moe
     from moesaic.moe.loading import load_dense, load_processor

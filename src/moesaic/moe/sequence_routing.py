@@ -4,7 +4,9 @@ Plain transformers (and moesaic's default, ``token``) routes every token on its 
 routing, for each sequence and layer the router logits are averaged over the prompt's real (non-padding)
 tokens at prefill; softmax → top-k → renormalise of that mean picks the experts and their weights, and
 every token of the sequence — prompt and generated ones (decode steps reuse the stored choice) — goes
-through them. Saved models stay native: the mode lives only in the loaded model's hooks.
+through them. ``sequence_first`` pools only at the first MoE layer and sends the request to that expert
+choice in every layer (moesaic merges keep expert j = source model j in every layer, so one choice picks
+one fine-tune throughout). Saved models stay native: the mode lives only in the loaded model's hooks.
 
 It works for every output family (Mixtral, Qwen3-VL-MoE, generic) because all of them call
 ``layer.mlp.gate`` on the flattened (batch·seq, H) states and pass its (logits, weights, indices) on to
@@ -33,8 +35,8 @@ from moesaic.moe.layers import find_decoder_layers
 
 __all__ = ["ROUTING_MODES", "RoutingMode", "SequenceRoutingError", "set_routing", "routing_mode", "get_routing"]
 
-RoutingMode = Literal["token", "sequence"]
-ROUTING_MODES: tuple[str, ...] = ("token", "sequence")
+RoutingMode = Literal["token", "sequence", "sequence_first"]
+ROUTING_MODES: tuple[str, ...] = ("token", "sequence", "sequence_first")
 _ATTR = "_moesaic_routing"  # set on the model: the installed _Installed (absent means token routing)
 
 
@@ -44,6 +46,7 @@ class SequenceRoutingError(MoesaicError):
 
 @dataclass
 class _State:
+    first_only: bool = False  # sequence_first: every layer reuses layer 0's pooled choice
     prefill: bool = True
     mask: torch.Tensor | None = None  # (batch, seq) 1 = real token, for the current call's new tokens
     shapes: dict[int, tuple[int, int]] = field(default_factory=dict)  # layer -> (batch, seq) of the block input
@@ -52,13 +55,15 @@ class _State:
 
 @dataclass
 class _Installed:
+    mode: str
     state: _State
     handles: list[Any]
 
 
 def get_routing(model: nn.Module) -> str:
     """The routing mode installed on ``model`` ("token" when none was)."""
-    return "sequence" if isinstance(getattr(model, _ATTR, None), _Installed) else "token"
+    installed = getattr(model, _ATTR, None)
+    return installed.mode if isinstance(installed, _Installed) else "token"
 
 
 def _text_model(model: nn.Module) -> nn.Module:
@@ -103,7 +108,9 @@ def _on_router(state: _State, layer: int) -> Any:
         logits, weights, index = output  # (T, E), (T, k), (T, k) with T = batch·seq
         batch, seq = state.shapes.get(layer, (1, int(index.shape[0])))
         k = int(index.shape[1])
-        if state.prefill:
+        if state.prefill and state.first_only and layer > 0:
+            state.choice[layer] = state.choice[0]  # layer 0 ran first in this forward
+        elif state.prefill:
             mask = None if state.mask is None else state.mask[:, -seq:]  # (B, S)
             state.choice[layer] = _pooled_choice(logits.reshape(batch, seq, -1), mask, k)
         elif layer not in state.choice or state.choice[layer][1].shape[0] != batch:
@@ -120,7 +127,8 @@ def _on_router(state: _State, layer: int) -> Any:
 
 
 def set_routing(model: nn.Module, mode: str) -> None:
-    """Install ``mode`` ("token": transformers' per-token routing; "sequence": one choice per sequence)."""
+    """Install ``mode``: "token" (transformers' per-token routing), "sequence" (one choice per sequence and
+    layer) or "sequence_first" (one choice per sequence, taken at the first layer, for every layer)."""
     from moesaic.moe.routing import routers
 
     if mode not in ROUTING_MODES:
@@ -133,13 +141,13 @@ def set_routing(model: nn.Module, mode: str) -> None:
         delattr(model, _ATTR)
     if mode == "token":
         return
-    state = _State()
+    state = _State(first_only=mode == "sequence_first")
     layers = find_decoder_layers(model).layers
     handles = [_text_model(model).register_forward_pre_hook(_on_text_model(state), with_kwargs=True)]
     for i, (layer, gate) in enumerate(zip(layers, gates, strict=True)):
         handles.append(layer.mlp.register_forward_pre_hook(_on_block(state, i)))
         handles.append(gate.register_forward_hook(_on_router(state, i)))
-    object.__setattr__(model, _ATTR, _Installed(state, handles))  # not an nn.Module attribute: never saved
+    object.__setattr__(model, _ATTR, _Installed(mode, state, handles))  # not an nn.Module attribute: never saved
 
 
 @contextmanager

@@ -30,14 +30,17 @@ def load_test_set(path: Path) -> list[Sample]:
     return samples
 
 
-def load_any(folder: Path) -> tuple[Any, Any]:
-    """(model, processor) of a dense VLM or a merged MoE folder (any MoE format), in eval mode."""
+def load_any(folder: Path, routing: str = "token") -> tuple[Any, Any]:
+    """(model, processor) of a dense VLM or a merged MoE folder (any MoE format), in eval mode.
+
+    ``routing`` applies to MoEs: "token" (transformers' per-token routing) or "sequence" (one expert choice
+    per prompt, :mod:`moesaic.moe.sequence_routing`)."""
     from moesaic.errors import ModelLoadError
     from moesaic.finetune.model import load_model, load_processor
     from moesaic.moe.routing import load_moe
 
     try:
-        model, processor = load_moe(folder)
+        model, processor = load_moe(folder, routing=routing)
     except ModelLoadError:  # no router in its layers: the dense VLM it is
         model, processor = load_model(folder), load_processor(folder)
     model.eval()

@@ -11,6 +11,10 @@ domain d ÷ expert d's accuracy on d) and the routing report of both MoEs (JSON 
 Gate prompts and gate training use only the gate rows; test rows are never seen before evaluation. The
 ``moe_oracle`` row is a diagnostic, not a merge: the MoE with every token of every layer sent to the test
 domain's own expert — the ceiling any router can reach (1.0 retention when the merge itself is lossless).
+The ``*_seq`` rows evaluate the same two MoEs (no new training) with sequence routing: per layer, the
+router logits are averaged over each prompt's real tokens and that one choice serves every token of the
+request (:mod:`moesaic.moe.sequence_routing`); ``*_seq_first`` rows use the first layer's pooled choice in
+every layer. The routing reports stay per token.
 """
 
 from __future__ import annotations
@@ -32,11 +36,17 @@ from moesaic.moe.gate_train import train_gates
 from moesaic.moe.merge import merge
 from moesaic.moe.report import route_report
 
-__all__ = ["QualityStudyResult", "quality_study", "MERGED", "ORACLE"]
+__all__ = ["QualityStudyResult", "quality_study", "MERGED", "ORACLE", "SEQUENCE_ROWS"]
 
 log = logging.getLogger(__name__)
 
-MERGED: tuple[str, ...] = ("moe_hidden", "moe_trained", "average")
+# the same MoE folders (no new training) evaluated with a load-time routing mode: row -> (MoE, mode)
+SEQUENCE_ROWS: dict[str, tuple[str, str]] = {
+    "moe_hidden_seq": ("moe_hidden", "sequence"), "moe_trained_seq": ("moe_trained", "sequence"),
+    "moe_hidden_seq_first": ("moe_hidden", "sequence_first"),
+    "moe_trained_seq_first": ("moe_trained", "sequence_first"),
+}
+MERGED: tuple[str, ...] = ("moe_hidden", "moe_trained", "average", *SEQUENCE_ROWS)
 ORACLE = "moe_oracle"
 
 
@@ -52,20 +62,20 @@ class QualityStudyResult(BaseModel):
 
     def render(self) -> str:
         w = max(12, *(len(d) + 2 for d in self.domains))
-        head = "model".ljust(14) + "".join(d.rjust(w) for d in self.domains) + "mean".rjust(w)
+        head = "model".ljust(22) + "".join(d.rjust(w) for d in self.domains) + "mean".rjust(w)
         lines = ["accuracy (greedy exact match; rows: models, columns: test domains)", head]
         for model, row in self.accuracy.items():
             vals = [row[d] for d in self.domains]
-            lines.append(model.ljust(14) + "".join(f"{v:{w}.3f}" for v in vals) + f"{sum(vals) / len(vals):{w}.3f}")
+            lines.append(model.ljust(22) + "".join(f"{v:{w}.3f}" for v in vals) + f"{sum(vals) / len(vals):{w}.3f}")
         lines += ["", "retention (merged accuracy on d / expert d's accuracy on d)", head]
         for model, row in self.retention.items():  # moe_oracle last: a diagnostic ceiling, not a merge
             cells = "".join(("-" if row[d] is None else f"{row[d]:.3f}").rjust(w) for d in self.domains)
             mean = self.mean_retention[model]
-            lines.append(model.ljust(14) + cells + ("-" if mean is None else f"{mean:.3f}").rjust(w))
+            lines.append(model.ljust(22) + cells + ("-" if mean is None else f"{mean:.3f}").rjust(w))
         for moe, table in self.routing.items():
             lines += ["", f"{moe}: share of each domain's content tokens per expert (mean over layers)",
-                      "domain".ljust(14) + "".join(d.rjust(w) for d in self.domains)]
-            lines += [d.ljust(14) + "".join(f"{v:{w}.2f}" for v in table[d]) for d in self.domains]
+                      "domain".ljust(22) + "".join(d.rjust(w) for d in self.domains)]
+            lines += [d.ljust(22) + "".join(f"{v:{w}.2f}" for v in table[d]) for d in self.domains]
         if self.gate_accuracy is not None:
             lines += ["", f"trained gates: {self.gate_accuracy:.3f} classification accuracy on the gate rows"]
         timing = ", ".join(f"{k} {v:.0f}s" for k, v in self.seconds.items())
@@ -126,6 +136,9 @@ def _evaluate(config: QualityStudyConfig, models: dict[str, Path], moe: Path, te
     accuracy = {}
     for name, folder in models.items():
         model, processor = load_any(folder)
+        accuracy[name] = model_accuracy(model, processor, tests, config.max_new_tokens, config.eval_batch_size)
+    for name, (moe_name, mode) in SEQUENCE_ROWS.items():  # no new training: the same MoEs, routed per prompt
+        model, processor = load_any(models[moe_name], routing=mode)
         accuracy[name] = model_accuracy(model, processor, tests, config.max_new_tokens, config.eval_batch_size)
     model, processor = load_any(moe)
     accuracy[ORACLE] = {}
