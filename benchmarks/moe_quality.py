@@ -5,8 +5,11 @@ domain-neutral captions, gets one expert per synthetic image domain (colour nami
 position, dot counting; each domain has its own question wording and its own image style), fine-tuned on
 the text MLPs only. The experts are merged three ways — an MoE with ``hidden`` gates, the same MoE with
 trained gates (per-token classifiers), and a plain weight average — and every model is evaluated on every
-domain (greedy exact match), plus an oracle row (every token forced to the domain's own expert). Fixed
-seed; about 11 min on 2 shared CPU cores (results: benchmarks/results/quality.md). One command:
+domain (greedy exact match), plus an oracle row (every token forced to the domain's own expert). Both
+MoEs are also evaluated, without new training, with per-request routing (``*_seq``: per layer, the router
+logits averaged over the prompt pick one expert for the whole request; ``*_seq_first``: the first layer's
+pooled choice for every layer). Fixed seed; 2–11 min on 2 shared CPU cores, depending on the load
+(results: benchmarks/results/quality.md). One command:
 
     make quality-study            # or: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/moe_quality.py
 

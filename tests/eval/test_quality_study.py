@@ -60,6 +60,8 @@ def test_trained_gate_moe_beats_the_averaged_merge(tmp_path: Path) -> None:
     # both domains for both modes (benchmarks/results/quality.md); 0.9 leaves ~5 of 48 rows of margin
     for row in ("moe_trained_seq", "moe_trained_seq_first"):
         assert min(result.retention[row][d] or 0.0 for d in config.domains) >= 0.9, (row, result.retention)
+    for d in config.domains:  # the trained gates' pooled choice (measured: 1.000 in every layer)
+        assert min(result.sequence_choice["moe_trained"][d]) >= 0.9, result.sequence_choice
     seq = result.accuracy["moe_trained_seq"]
     assert sum(seq[d] for d in config.domains) > sum(trained[d] for d in config.domains) + 0.2, result.accuracy
     saved = json.loads((tmp_path / "study" / "results.json").read_text(encoding="utf-8"))

@@ -17,7 +17,8 @@ from moesaic.finetune.data import Sample, load_samples
 from moesaic.finetune.encode import process
 from moesaic.finetune.evaluate import accuracy
 
-__all__ = ["load_test_set", "load_any", "batch_answers", "model_accuracy", "forced_routing", "retention"]
+__all__ = ["load_test_set", "load_any", "batch_answers", "model_accuracy", "forced_routing", "retention",
+           "pooled_choices"]
 
 
 def load_test_set(path: Path) -> list[Sample]:
@@ -68,6 +69,30 @@ def batch_answers(model: Any, processor: Any, samples: list[Sample], max_new_tok
         new = out[:, inputs["input_ids"].shape[1]:]  # (batch, new_tokens)
         answers += [str(tok.decode(row, skip_special_tokens=True)).strip() for row in new]
     return answers
+
+
+def pooled_choices(model: Any, processor: Any, samples: list[Sample], batch_size: int = 16) -> Any:
+    """Top-1 expert of each prompt's pooled (per-request) choice per layer: (layers, rows) tensor.
+
+    ``model`` must be loaded with a sequence routing mode; one prefill per batch, no generation.
+    """
+    import torch
+
+    from moesaic.moe.routing import record_routing
+
+    device = next(model.parameters()).device
+    picks = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        texts = [processor.apply_chat_template(s.prompt_messages(), add_generation_prompt=True, tokenize=False)
+                 for s in chunk]
+        inputs = {k: v.to(device) for k, v in process(processor, texts, [s.pil for s in chunk]).items()}
+        batch, seq = inputs["input_ids"].shape
+        with record_routing(model) as calls, torch.no_grad():
+            model(**inputs)
+        # every token of a row carries the row's choice: read it at the last (never padded) position
+        picks.append(torch.stack([layer[0][1].reshape(batch, seq, -1)[:, -1, 0] for layer in calls]))  # (L, b)
+    return torch.cat(picks, dim=1)
 
 
 @contextmanager

@@ -30,7 +30,8 @@ from moesaic.atomic import atomic_write_text
 from moesaic.eval.quality.config import QualityStudyConfig
 from moesaic.eval.quality.domains import write_captions, write_domain
 from moesaic.eval.quality.models import average_models, build_base, pretrain_base, train_expert
-from moesaic.eval.quality.scoring import forced_routing, load_any, load_test_set, model_accuracy, retention
+from moesaic.eval.quality.scoring import (forced_routing, load_any, load_test_set, model_accuracy,
+                                          pooled_choices, retention)
 from moesaic.moe.config import ExpertSpec, MergeConfig, RouteReportConfig, TrainGatesConfig
 from moesaic.moe.gate_train import train_gates
 from moesaic.moe.merge import merge
@@ -57,6 +58,8 @@ class QualityStudyResult(BaseModel):
     retention: dict[str, dict[str, float | None]]  # merged model -> domain -> ratio to the domain's expert
     mean_retention: dict[str, float | None]
     routing: dict[str, dict[str, list[float]]]  # MoE -> domain -> share per expert (mean over layers)
+    # MoE -> domain -> per layer, share of test prompts whose pooled (sequence-routing) choice is the domain's expert
+    sequence_choice: dict[str, dict[str, list[float]]] = {}
     gate_accuracy: float | None  # trained gates' classification accuracy on the gate rows (mean over layers)
     seconds: dict[str, float]  # phase -> wall time
 
@@ -76,6 +79,9 @@ class QualityStudyResult(BaseModel):
             lines += ["", f"{moe}: share of each domain's content tokens per expert (mean over layers)",
                       "domain".ljust(22) + "".join(d.rjust(w) for d in self.domains)]
             lines += [d.ljust(22) + "".join(f"{v:{w}.2f}" for v in table[d]) for d in self.domains]
+        for moe, table in self.sequence_choice.items():
+            lines += ["", f"{moe}: share of test prompts whose pooled choice is the domain's expert, per layer"]
+            lines += [d.ljust(22) + " ".join(f"{v:.3f}" for v in table[d]) for d in self.domains]
         if self.gate_accuracy is not None:
             lines += ["", f"trained gates: {self.gate_accuracy:.3f} classification accuracy on the gate rows"]
         timing = ", ".join(f"{k} {v:.0f}s" for k, v in self.seconds.items())
@@ -127,6 +133,17 @@ def _routing(moes: dict[str, Path], data: dict[str, dict[str, Path]], root: Path
                                                 data={d: str(p["test"]) for d, p in data.items()},
                                                 max_samples=samples))
         out[name] = {d: torch.tensor(table).mean(dim=0).tolist() for d, table in report.share.items()}
+    return out
+
+
+def _sequence_choice(config: QualityStudyConfig, models: dict[str, Path], tests: dict[str, list]
+                     ) -> dict[str, dict[str, list[float]]]:
+    """Per MoE and domain: per layer, the share of test prompts whose pooled choice is the domain's expert."""
+    out = {}
+    for name in ("moe_hidden", "moe_trained"):
+        model, processor = load_any(models[name], routing="sequence")
+        out[name] = {d: (pooled_choices(model, processor, tests[d], config.eval_batch_size) == i)
+                     .float().mean(dim=1).tolist() for i, d in enumerate(config.domains)}  # experts in domain order
     return out
 
 
@@ -185,6 +202,7 @@ def quality_study(config: QualityStudyConfig) -> QualityStudyResult:
     tests = {d: load_test_set(p["test"]) for d, p in data.items()}
     models = {"base": base, **{f"expert:{d}": f for d, f in experts.items()}, **merged}
     accuracy = _evaluate(config, models, merged["moe_trained"], tests)
+    choice = _sequence_choice(config, merged, tests)
     lap("evaluation")
     routing = _routing(merged, data, root, config.routing_samples)
     lap("routing")
@@ -193,6 +211,7 @@ def quality_study(config: QualityStudyConfig) -> QualityStudyResult:
     mean = {m: (sum(v for v in r.values() if v is not None) / len(r)) if None not in r.values() else None
             for m, r in ret.items()}
     result = QualityStudyResult(out=str(root), domains=list(config.domains), accuracy=accuracy, retention=ret,
-                                mean_retention=mean, routing=routing, gate_accuracy=gate_acc, seconds=seconds)
+                                mean_retention=mean, routing=routing, sequence_choice=choice,
+                                gate_accuracy=gate_acc, seconds=seconds)
     atomic_write_text(root / "results.json", result.model_dump_json(indent=2))
     return result
