@@ -45,6 +45,8 @@ class AskConfig(CommandConfig):
     seed: int | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
+    routing: Literal["token", "sequence", "sequence_first"] = Field(
+        "token", description="merged MoEs: route per token, or one expert choice per request")
     endpoint: str | None = Field(None, description="ask a running server instead, e.g. http://localhost:8080")
     api_key: str | None = Field(None, description="bearer token for --endpoint")
     route: Literal["chat", "invocations"] = Field("chat", description="endpoint API: chat completions or SageMaker")
@@ -69,7 +71,7 @@ class AskResult(BaseModel):
         return self.answer
 
 
-_BACKENDS: dict[tuple[str, str | None, str, str], "Backend"] = {}
+_BACKENDS: dict[tuple[str, str | None, str, str, str], "Backend"] = {}
 _BACKENDS_LOCK = threading.Lock()
 
 
@@ -78,10 +80,10 @@ def _backend(config: AskConfig) -> "Backend":
     from moesaic.backends.base import BackendOptions
     from moesaic.backends.registry import load_backend
 
-    key = (config.model, config.backend, config.dtype, config.device)
+    key = (config.model, config.backend, config.dtype, config.device, config.routing)
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
-            options = BackendOptions(dtype=config.dtype, device=config.device)
+            options = BackendOptions(dtype=config.dtype, device=config.device, routing=config.routing)
             # "starter:llm" (the starter experts with the SmolLM2 writer) is a variant of the starter backend.
             backend = config.backend or ("starter" if config.model.startswith("starter:") else None)
             _BACKENDS[key] = load_backend(config.model, options, backend=backend)

@@ -64,6 +64,8 @@ class BackendOptions(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     max_batch_size: int = Field(8, ge=1)
+    routing: Literal["token", "sequence", "sequence_first"] = Field(
+        "token", description="merged MoEs: per-token routing, or one expert choice per request (moe.sequence_routing)")
 
 
 def apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

@@ -58,8 +58,10 @@ class HFBackend(Backend):
     def create(cls, model: str, options: BackendOptions) -> "HFBackend":
         """Load ``model`` (hub id or local folder) as the registry does."""
         from moesaic.backends.hf_load import load_vlm
+        from moesaic.moe.routing import prepare_if_moe
 
         loaded, processor, _ = load_vlm(model, options)
+        prepare_if_moe(loaded, options.routing)  # merged MoEs: CPU decode path, per-request routing if asked
         return cls(loaded, processor, name=model, max_batch_size=options.max_batch_size)
 
     @classmethod

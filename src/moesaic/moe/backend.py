@@ -21,6 +21,9 @@ class GenericMoEBackend(HFBackend):
         loaded, processor = load_generic_moe(model, torch_dtype(options.dtype))
         if options.device not in ("auto", "cpu"):
             loaded = loaded.to(options.device)
+        from moesaic.moe.sequence_routing import set_routing
+
+        set_routing(loaded, options.routing)
         backend = cls(loaded, processor, name=model, max_batch_size=options.max_batch_size)
         backend.experts = list(loaded.config.moesaic.get("experts") or [])
         return backend

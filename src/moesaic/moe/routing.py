@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from moesaic.errors import ModelLoadError
+from moesaic.errors import ModelLoadError, MoesaicError
 from moesaic.moe.layers import find_decoder_layers
 
 __all__ = ["load_moe", "save_moe", "routers", "record_routing", "is_generic", "CPU_EXPERTS_IMPLEMENTATION"]
@@ -58,6 +58,26 @@ def load_moe(folder: str | Path, routing: str = "token") -> tuple[nn.Module, Any
         model.set_experts_implementation(register())
     set_routing(model, routing)
     return model, load_processor(str(folder))
+
+
+def prepare_if_moe(model: nn.Module, routing: str = "token") -> bool:
+    """For a model loaded by other code (e.g. the HF backend): when it is an MoE, use the CPU decode path
+    and install ``routing``; ``False`` (nothing done) when it is a dense model, which must use "token"."""
+    from moesaic.moe.sequence_routing import set_routing
+
+    try:
+        routers(model)
+    except MoesaicError:  # no decoder layers we know, or layers without routers: a dense model
+        if routing != "token":
+            raise ModelLoadError(f"routing={routing!r} needs a merged MoE, and {type(model).__name__} is dense",
+                                 "leave routing at 'token' for dense models") from None
+        return False
+    if next(model.parameters()).device.type == "cpu" and hasattr(model, "set_experts_implementation"):
+        from moesaic.moe.fast_experts import register
+
+        model.set_experts_implementation(register())
+    set_routing(model, routing)
+    return True
 
 
 def save_moe(model: nn.Module, processor: Any, folder: Path) -> None:

@@ -32,6 +32,8 @@ class ServeConfig(CommandConfig):
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (or $MOESAIC_API_KEY)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
+    routing: Literal["token", "sequence", "sequence_first"] = Field(
+        "token", description="merged MoEs: route per token, or one expert choice per request")
     allow_host: list[str] = Field(
         default_factory=list, description="hosts or CIDRs image URLs may reach even if private/loopback"
     )
