@@ -34,7 +34,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
-# the merged-model quality study (benchmarks/moe_quality.py; ~20 min on 2 CPU cores), results in runs/quality
+# the merged-model quality study (benchmarks/moe_quality.py; 2-11 min on 2 CPU cores), results in runs/quality
 quality-study: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python benchmarks/moe_quality.py --out runs/quality
 

@@ -9,7 +9,7 @@ domain (greedy exact match), plus an oracle row (every token forced to the domai
 MoEs are also evaluated, without new training, with per-request routing (``*_seq``: per layer, the router
 logits averaged over the prompt pick one expert for the whole request; ``*_seq_first``: the first layer's
 pooled choice for every layer). Fixed seed; 2–11 min on 2 shared CPU cores, depending on the load
-(results: benchmarks/results/quality.md). One command:
+(results: BENCHMARKS.md, "Merged-model quality study"). One command:
 
     make quality-study            # or: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/moe_quality.py
 

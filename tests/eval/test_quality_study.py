@@ -48,7 +48,7 @@ def test_trained_gate_moe_beats_the_averaged_merge(tmp_path: Path) -> None:
     for d in config.domains:
         chance = 1 / len(DOMAINS[d].answers)
         assert result.accuracy[f"expert:{d}"][d] > chance + 0.2, (d, result.accuracy)
-    # summed over the domains (per domain it is not reliable yet: see benchmarks/results/quality.md)
+    # summed over the domains (per domain it is not reliable yet: see BENCHMARKS.md, "Merged-model quality study")
     trained, average = result.accuracy["moe_trained"], result.accuracy["average"]
     assert sum(trained[d] for d in config.domains) > sum(average[d] for d in config.domains) + 0.2, result.accuracy
     # oracle routing (every token to the domain's own expert) reproduces the expert: the merge itself is lossless
@@ -57,7 +57,7 @@ def test_trained_gate_moe_beats_the_averaged_merge(tmp_path: Path) -> None:
     for i, d in enumerate(config.domains):
         assert result.routing["moe_trained"][d][i] > 0.5, result.routing
     # sequence routing (one pooled choice per prompt, no new training) keeps the experts: measured 1.000 on
-    # both domains for both modes (benchmarks/results/quality.md); 0.9 leaves ~5 of 48 rows of margin
+    # both domains for both modes (BENCHMARKS.md, "Merged-model quality study"); 0.9 leaves ~5 of 48 rows of margin
     for row in ("moe_trained_seq", "moe_trained_seq_first"):
         assert min(result.retention[row][d] or 0.0 for d in config.domains) >= 0.9, (row, result.retention)
     for d in config.domains:  # the trained gates' pooled choice (measured: 1.000 in every layer)
