@@ -4,6 +4,8 @@ backend's direct answers, and concurrent requests share batched generate calls."
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
+import time
 
 import httpx
 import openai
@@ -64,16 +66,42 @@ def test_greedy_api_answers_equal_direct_answers(tiny_hf, image_server):
     assert inv.json()["answer"] == direct(backend, policy, by_url)
 
 
-def test_concurrent_requests_are_batched_with_equal_answers(tiny_hf):
+def test_concurrent_requests_are_batched_with_equal_answers(tiny_hf, monkeypatch):
     url, backend, policy = tiny_hf
     all_msgs = [messages(i, data_url(png_bytes(c))) for i, c in enumerate(COLORS)]
     expected = [direct(backend, policy, m) for m in all_msgs]
+    # A first request holds the model thread until the others are queued, so that batching does not depend
+    # on how fast a busy machine parses the concurrent bodies.
+    entered, release, single = threading.Event(), threading.Event(), backend.generate
+
+    def held(prompt, params=None):  # noqa: ANN001, ANN202
+        entered.set()
+        release.wait(30)
+        return single(prompt, params)
+
+    monkeypatch.setattr(backend, "generate", held)
     before = backend.forward_calls
     bodies = [{"model": "tiny-idefics3", "messages": m, "max_tokens": MAX_TOKENS} for m in all_msgs]
-    with cf.ThreadPoolExecutor(len(bodies)) as pool:
-        responses = list(pool.map(lambda b: httpx.post(f"{url}/v1/chat/completions", json=b, timeout=60), bodies))
+    post = lambda b: httpx.post(f"{url}/v1/chat/completions", json=b, timeout=60)  # noqa: E731
+    with cf.ThreadPoolExecutor(len(bodies) + 1) as pool:
+        blocker = pool.submit(post, bodies[0])
+        assert entered.wait(30), "the blocker never reached the model"
+        futures = [pool.submit(post, b) for b in bodies]
+        _wait_for_metric(url, f"moesaic_queue_depth {float(len(bodies))}")
+        release.set()
+        responses = [f.result() for f in futures]
+        assert blocker.result().status_code == 200
     answers = [r.json()["choices"][0]["message"]["content"] for r in responses]
     calls = backend.forward_calls - before
     assert answers == expected
     assert all(answers) and len(set(answers)) > 1, answers  # real, image-dependent text, not empty strings
-    assert 1 <= calls < len(bodies), f"{len(bodies)} requests took {calls} generate calls"
+    assert calls == 2, f"the blocker and {len(bodies)} queued requests took {calls} generate calls (want 1 + 1)"
+
+
+def _wait_for_metric(url: str, line: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"/metrics never showed {line!r}")
