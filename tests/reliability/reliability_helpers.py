@@ -5,17 +5,18 @@ made-up ``*.test`` names to chosen addresses for the resolver :mod:`moesaic.inpu
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.server
 import io
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
+
+from moesaic.testing.server import running  # noqa: F401 - re-exported for the tests
 
 __all__ = ["png_bytes", "data_url", "running", "start_evil_server", "FAKE_DNS", "fake_getaddrinfo", "free_port",
            "GOOD_BODY", "good_request_ok"]
@@ -84,27 +85,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn server in a thread on a free loopback port; yield its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class _EvilHandler(http.server.BaseHTTPRequestHandler):

@@ -4,18 +4,17 @@ small deterministic backend (a real :class:`~moesaic.backends.base.Backend` subc
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.server
 import io
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from PIL import Image
 
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk, apply_stop
 from moesaic.inputs.messages import Turn
+from moesaic.testing.server import running  # noqa: F401 - re-exported for the tests
 
 COLORS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255)}
 
@@ -91,27 +90,6 @@ class ColorBackend(Backend):
 
     def close(self) -> None:
         self.closed = True
-
-
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn server on a free loopback port; yield its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class _ImageHandler(http.server.BaseHTTPRequestHandler):
