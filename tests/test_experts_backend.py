@@ -64,6 +64,22 @@ def test_yes_no_and_colour_questions(backend: StarterBackend) -> None:
     assert colour.text == "The main colour is red (100%)." and colour.experts == ["colors"]
 
 
+def test_colours_of_a_subject_on_a_plain_backdrop_leave_the_backdrop_out(backend: StarterBackend) -> None:
+    from PIL import ImageDraw
+
+    from moesaic.experts.factcheck import check_answer
+    from moesaic.experts.findings import ImageFindings
+
+    shot = Image.new("RGB", (64, 64), "white")  # a product shot: a red shirt-sized block on white
+    ImageDraw.Draw(shot).rectangle((16, 12, 48, 52), fill=(200, 30, 35))
+    answer = ask(backend, "What colour is the shirt?", shot)
+    assert answer.text == "The main colour is red (100%), on a white background."
+    found = ImageFindings.model_validate(answer.details["images"][0])
+    assert found.backdrop == "white" and [c.name for c in found.colors or []] == ["red"]
+    check = check_answer(answer.text, [found], "What colour is the shirt?")
+    assert check.invented == [] and check.recall == 1.0  # the backdrop is a finding, not an invention
+
+
 def test_several_images_are_numbered(backend: StarterBackend) -> None:
     answer = ask(backend, "What is this?", Image.fromarray(skdata.coffee()), Image.fromarray(skdata.chelsea()))
     assert answer.text.startswith("Image 1: This looks like an espresso")

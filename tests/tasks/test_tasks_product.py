@@ -13,6 +13,7 @@ import pytest
 from scripted import ScriptedBackend
 
 from moesaic.errors import ConfigError
+from moesaic.experts.colors import foreground_pixels
 from moesaic.tasks.base import run_task
 from moesaic.tasks.product import (
     DescribeProductConfig,
@@ -23,7 +24,7 @@ from moesaic.tasks.product import (
     find_violations,
     parse_attributes,
 )
-from moesaic.tasks.product.starter import foreground_pixels, product_colours
+from moesaic.tasks.product.starter import product_colours
 from moesaic.tasks.product.writer import load_template, render_messages, write_description
 from moesaic.tasks.samples import draw_product
 
@@ -53,8 +54,8 @@ def test_backdrop_is_left_out_of_product_colours(shirts: dict[str, Path]) -> Non
     from PIL import Image
 
     img = Image.open(shirts["red"])
-    fg = foreground_pixels(img)
-    assert fg is not None and 0.2 < len(fg) / (img.width * img.height) < 0.8
+    split = foreground_pixels(img)
+    assert split is not None and 0.2 < len(split[0]) / (img.width * img.height) < 0.8
     assert product_colours(img) == ["red"]
 
 

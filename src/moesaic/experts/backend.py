@@ -46,7 +46,7 @@ def run_experts(image: "Image.Image", experts: tuple[str, ...], *, top_k: int = 
     OCR (ONNX Runtime, which releases the GIL) runs in a worker thread while the tagger (and, when cold,
     the torch import) and the colours run here: on 2 cores a cold generic question gets ~2 s faster.
     """
-    tags = colors = text = None
+    tags = colors = text = backdrop = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moesaic-ocr") as pool:
         pending = pool.submit(_read_text, image) if "ocr" in experts else None
         if "tagger" in experts:
@@ -54,12 +54,12 @@ def run_experts(image: "Image.Image", experts: tuple[str, ...], *, top_k: int = 
 
             tags = Tagger.shared().tag(image, top_k=top_k)
         if "colors" in experts:
-            from moesaic.experts.colors import dominant_colors
+            from moesaic.experts.colors import subject_colors
 
-            colors = dominant_colors(image, k=colors_k)
+            colors, backdrop = subject_colors(image, k=colors_k)  # a plain backdrop is named, not counted
         if pending is not None:
             text = pending.result()
-    return ImageFindings.from_experts(tags=tags, colors=colors, text=text)
+    return ImageFindings.from_experts(tags=tags, colors=colors, text=text, backdrop=backdrop)
 
 
 def _question_and_images(prompt: list["Turn"]) -> tuple[str, list["Image.Image"]]:

@@ -19,7 +19,10 @@ from moesaic.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["NamedColor", "PALETTE", "dominant_colors", "name_of", "rgb_to_lab"]
+__all__ = [
+    "NamedColor", "PALETTE", "BACKDROP_DISTANCE", "dominant_colors", "foreground_pixels", "name_of", "rgb_to_lab",
+    "subject_colors",
+]
 
 # A fixed palette of human colour names (sRGB).
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -141,3 +144,36 @@ def dominant_colors(image: "Image.Image", k: int = 3, *, ignore_background: bool
         found.append(NamedColor(_NAMES[int(idx)], mean_rgb, round(float(mask.sum() / keep.sum()), 4)))
     found.sort(key=lambda c: -c.share)
     return found[:k]
+
+
+BACKDROP_DISTANCE = 40.0  # RGB distance from the border colour that still counts as backdrop
+
+
+def foreground_pixels(image: "Image.Image") -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """(pixels that differ from a plain backdrop (n, 3) uint8, the backdrop's RGB), or ``None`` when the
+    border is busy (a scene, not a subject on a backdrop) or almost nothing differs from it."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (h, w, 3)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])  # (2w + 2h, 3)
+    backdrop = np.median(border, axis=0)  # (3,)
+    if np.mean(np.linalg.norm(border - backdrop, axis=1) < BACKDROP_DISTANCE) < 0.8:
+        return None
+    dist = np.linalg.norm(arr - backdrop, axis=2)  # (h, w)
+    fg = arr[dist > BACKDROP_DISTANCE]  # (n, 3)
+    if len(fg) < 0.02 * dist.size:
+        return None
+    return fg.astype(np.uint8), tuple(int(v) for v in backdrop)  # type: ignore[return-value]
+
+
+def subject_colors(image: "Image.Image", k: int = 3) -> tuple[list[NamedColor], str | None]:
+    """Colours of what stands on a plain backdrop (shares of the subject's pixels) and the backdrop's name;
+    for a scene without one, the whole image's colours and ``None``."""
+    from PIL import Image
+
+    split = foreground_pixels(image)
+    if split is None:
+        return dominant_colors(image, k=k), None
+    fg, backdrop = split
+    side = max(1, int(np.sqrt(len(fg))))  # a square of subject pixels (a seeded shuffle, so none is favoured)
+    square = fg[np.random.default_rng(0).permutation(len(fg))[: side * side]].reshape(side, side, 3)
+    return dominant_colors(Image.fromarray(square, "RGB"), k=k), name_of(np.array(backdrop))
+

@@ -51,12 +51,13 @@ def facts_of(images: list[ImageFindings]) -> list[str]:
         if f.tags:
             facts.append(f.tags[0].label)
         facts.extend(c.name for c in f.colors or [])
+        facts.extend([f.backdrop] if f.backdrop and f.colors is not None else [])
         facts.extend(t.text for t in f.text or [] if clear_text(t))
     return facts
 
 
 def _allowed(images: list[ImageFindings], question: str) -> tuple[set[str], set[str], str]:
-    colours = {c.name for f in images for c in f.colors or []}
+    colours = {c.name for f in images for c in f.colors or []} | {f.backdrop for f in images if f.backdrop}
     labels = {t.label.lower() for f in images for t in f.tags or []} | colours  # "orange" is also a class
     numbers = [pct(t.score) for f in images for t in f.tags or []]
     numbers += [pct(c.share) for f in images for c in f.colors or []]

@@ -42,6 +42,7 @@ class ImageFindings(_Finding):
     tags: list[TagFinding] | None = None
     colors: list[ColorFinding] | None = None
     text: list[TextFinding] | None = None
+    backdrop: str | None = None  # name of a plain background the colours leave out (product shots, signs)
 
     @classmethod
     def from_experts(
@@ -49,8 +50,10 @@ class ImageFindings(_Finding):
         tags: "list[Tag] | None" = None,
         colors: "list[NamedColor] | None" = None,
         text: "list[TextLine] | None" = None,
+        backdrop: str | None = None,
     ) -> "ImageFindings":
         return cls(
+            backdrop=backdrop,
             tags=None if tags is None else [TagFinding(**asdict(t)) for t in tags],
             colors=None if colors is None else [ColorFinding(**asdict(c)) for c in colors],
             text=None if text is None else [TextFinding(**asdict(t)) for t in text],

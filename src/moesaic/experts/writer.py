@@ -95,14 +95,15 @@ def _tags_sentence(tags: list[TagFinding], question: str) -> str:
     )
 
 
-def _colors_sentence(colors: list[ColorFinding], asked: bool) -> str:
+def _colors_sentence(colors: list[ColorFinding], asked: bool, backdrop: str | None = None) -> str:
     if not colors:
         return "I could not measure its colours."
     named = [f"{c.name} ({pct(c.share)})" for c in colors]
+    on = f", on a {backdrop} background" if backdrop else ""
     if asked:
         listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
-        return f"The main colours are {listed}." if len(named) > 1 else f"The main colour is {listed}."
-    return "Dominant colours: " + ", ".join(named) + "."
+        return f"The main colours are {listed}{on}." if len(named) > 1 else f"The main colour is {listed}{on}."
+    return "Dominant colours: " + ", ".join(named) + on + "."
 
 
 def clear_text(line: TextFinding) -> bool:
@@ -133,7 +134,8 @@ def describe_image(question: str, route: "Route", findings: ImageFindings) -> st
         if text:
             sentences.append(text)
     if findings.colors is not None and "colors" in route.experts:
-        sentences.append(_colors_sentence(findings.colors, asked=not route.generic and "colors" in route.experts))
+        sentences.append(_colors_sentence(findings.colors, asked=not route.generic and "colors" in route.experts,
+                                          backdrop=findings.backdrop))
     return " ".join(sentences)
 
 

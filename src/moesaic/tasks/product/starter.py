@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from moesaic.tasks.product.schema import ProductAttributes
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["IMAGENET_PRODUCTS", "attributes_from_experts", "product_colours", "product_type", "foreground_pixels"]
+__all__ = ["IMAGENET_PRODUCTS", "attributes_from_experts", "product_colours", "product_type"]
 
 # tagger label (first ImageNet synonym, as moesaic.experts.tagger names it) -> (category, item type)
 IMAGENET_PRODUCTS: dict[str, tuple[str, str]] = {
@@ -36,32 +35,13 @@ IMAGENET_PRODUCTS: dict[str, tuple[str, str]] = {
     "apron": ("accessory", "apron"), "umbrella": ("accessory", "umbrella"),
 }
 MIN_TAG_SCORE = 0.05
-BACKDROP_DISTANCE = 40.0  # RGB distance from the border colour that counts as product
-
-
-def foreground_pixels(image: "Image.Image") -> np.ndarray | None:
-    """Pixels that differ from the border (backdrop) colour, shape (n, 3); None when no clear backdrop."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32)  # (h, w, 3)
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])  # (2w + 2h, 3)
-    backdrop = np.median(border, axis=0)  # (3,)
-    if np.mean(np.linalg.norm(border - backdrop, axis=1) < BACKDROP_DISTANCE) < 0.8:
-        return None  # the border is busy: a scene, not a product on a backdrop
-    dist = np.linalg.norm(arr - backdrop, axis=2)  # (h, w)
-    fg = arr[dist > BACKDROP_DISTANCE]  # (n, 3)
-    if len(fg) < 0.02 * dist.size:
-        return None
-    return fg.astype(np.uint8)
 
 
 def product_colours(image: "Image.Image", k: int = 2) -> list[str]:
     """Colour names of the product, largest area first (the backdrop left out when one is found)."""
-    from PIL import Image
+    from moesaic.experts.colors import subject_colors
 
-    from moesaic.experts.colors import dominant_colors
-
-    fg = foreground_pixels(image)
-    target = image if fg is None else Image.fromarray(fg.reshape(1, -1, 3), "RGB")
-    named = dominant_colors(target, k=k)
+    named, _ = subject_colors(image, k=k)
     return [c.name for c in named if c.share >= 0.15] or [named[0].name]
 
 
