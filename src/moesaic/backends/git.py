@@ -6,12 +6,11 @@ at [SEP], as GIT was trained.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
-from moesaic.backends.base import Answer, Backend, BackendOptions, GenerationParams, apply_stop
+from moesaic.backends.base import Answer, GenerationParams, apply_stop
 from moesaic.backends.hf_chat import generation_kwargs, seeded
-from moesaic.backends.single_image import question_and_image
+from moesaic.backends.single_image import SingleImageBackend, question_and_image
 from moesaic.inputs.messages import Turn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,29 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["GitBackend"]
 
 
-class GitBackend(Backend):
+class GitBackend(SingleImageBackend):
     """Captions one image, optionally continuing a question prefix."""
 
-    max_images = 1
+    model_class = "GitForCausalLM"
 
     def __init__(self, model: "PreTrainedModel", processor: "ProcessorMixin", *, name: str) -> None:
-        self.model = model.eval()
-        self.processor = processor
+        super().__init__(model, processor, name=name)
         self.tokenizer = processor.tokenizer
-        self.name = name
-        self.device = next(model.parameters()).device
-        self.forward_calls = 0
-        self._lock = threading.Lock()
-
-    @classmethod
-    def create(cls, model: str, options: BackendOptions) -> "GitBackend":
-        from transformers import GitForCausalLM
-
-        from moesaic.backends.hf_load import load_model, load_processor_or_fail
-
-        processor = load_processor_or_fail(model)
-        loaded, _ = load_model(model, GitForCausalLM, options)
-        return cls(loaded, processor, name=model)
 
     def encode(self, prompt: list[Turn]) -> dict[str, "torch.Tensor"]:
         """``pixel_values`` (1, 3, H, W) and ``input_ids`` (1, 1 + question tokens)."""

@@ -6,44 +6,24 @@ probabilities (VQA heads are trained with a sigmoid per answer, so scores are si
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
-from moesaic.backends.base import Answer, Backend, BackendOptions, GenerationParams
-from moesaic.backends.single_image import question_and_image
+from moesaic.backends.base import Answer, GenerationParams
+from moesaic.backends.single_image import SingleImageBackend, question_and_image
 from moesaic.inputs.messages import Turn
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from transformers import PreTrainedModel, ProcessorMixin
 
 __all__ = ["ViltBackend"]
 
 
-class ViltBackend(Backend):
+class ViltBackend(SingleImageBackend):
     """Answers one question about one image with a label; batches in one forward pass."""
 
-    max_images = 1
     can_batch = True
     top_k = 5
-
-    def __init__(self, model: "PreTrainedModel", processor: "ProcessorMixin", *, name: str) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.name = name
-        self.device = next(model.parameters()).device
-        self.forward_calls = 0
-        self._lock = threading.Lock()
-
-    @classmethod
-    def create(cls, model: str, options: BackendOptions) -> "ViltBackend":
-        from transformers import ViltForQuestionAnswering
-
-        from moesaic.backends.hf_load import load_model, load_processor_or_fail
-
-        processor = load_processor_or_fail(model)
-        loaded, _ = load_model(model, ViltForQuestionAnswering, options)
-        return cls(loaded, processor, name=model)
+    model_class = "ViltForQuestionAnswering"
 
     def scores(self, prompts: list[list[Turn]]) -> "torch.Tensor":
         """Answer logits for each conversation (batch, num_labels), one forward pass."""
