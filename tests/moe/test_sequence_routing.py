@@ -157,3 +157,26 @@ def test_unknown_mode_is_rejected(tiny_model_dir, mlp_expert, tmp_path) -> None:
     model, _ = load_moe(folder)
     with pytest.raises(ConfigError, match="routing mode"):
         set_routing(model, "prompt")
+
+
+@pytest.mark.parametrize("case", ["mixtral", "qwen3_vl_moe"])
+def test_sequence_first_generates_the_chosen_experts_tokens(case, tiny_model_dir, mlp_expert, tmp_path) -> None:
+    """Greedy tokens under ``sequence_first`` are those of the chosen expert alone, and not per-token routing's.
+
+    Fails when the mode has no effect on generation, also when only decode steps lose it (transformers 5.24
+    renamed the cache keyword, and decode steps were re-routed per token without any error)."""
+    folder, experts = _merged(case, tiny_model_dir, mlp_expert, tmp_path / "moe")
+    model, _ = load_moe(folder, routing="sequence_first")
+    ids, mask = _left_padded([11], seed=7)
+    with record_routing(model) as calls:
+        routed = _generate(model, ids, mask, new=8)  # (1, 11 + 8)
+    chosen = int(calls[0][0][1][-1, 0])  # layer 0's prefill choice
+    alone = _generate(load_dense(str(experts[chosen])), ids, mask, new=8)
+    set_routing(model, "token")
+    per_token = _generate(model, ids, mask, new=8)
+    with record_routing(model) as token_calls, torch.no_grad():
+        model(input_ids=routed, attention_mask=torch.ones_like(routed))
+    generated_choices = token_calls[0][0][1][ids.shape[1]:, 0].tolist()  # layer 0, per generated position
+    assert any(c != chosen for c in generated_choices)  # per-token routing of the decode steps would differ
+    assert routed.tolist() == alone.tolist()
+    assert per_token.tolist() != routed.tolist()

@@ -13,7 +13,8 @@ It works for every output family (Mixtral, Qwen3-VL-MoE, generic) because all of
 ``layer.mlp.experts``. Three hooks do it:
 
 * a pre-hook on the text model (the decoder layers' parent) reads ``attention_mask`` (left-padded batches)
-  and whether the cache is empty (prefill) or not (decode);
+  and whether the cache is empty (prefill) or not (decode), through :mod:`moesaic.backends.cache_compat`
+  (transformers 5.24 renamed ``past_key_values`` to ``cache``);
 * a pre-hook on each MoE block records its input's (batch, seq);
 * a hook on each router replaces its output by the sequence's pooled choice, broadcast to every token.
 
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from moesaic.backends.cache_compat import check_cache_api, past_length
 from moesaic.errors import ConfigError, MoesaicError
 from moesaic.moe.layers import find_decoder_layers
 
@@ -67,7 +69,7 @@ def get_routing(model: nn.Module) -> str:
 
 
 def _text_model(model: nn.Module) -> nn.Module:
-    """The module holding the decoder layers (it receives attention_mask and past_key_values)."""
+    """The module holding the decoder layers (it receives attention_mask and the KV cache)."""
     path = find_decoder_layers(model).path
     parent = path.rpartition(".")[0]
     return model.get_submodule(parent) if parent else model
@@ -75,8 +77,7 @@ def _text_model(model: nn.Module) -> nn.Module:
 
 def _on_text_model(state: _State) -> Any:
     def pre(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        cache = kwargs.get("past_key_values")
-        state.prefill = cache is None or int(cache.get_seq_length()) == 0
+        state.prefill = past_length(args, kwargs) == 0  # cache under any name, cache_position or mask length
         mask = kwargs.get("attention_mask")
         state.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None  # (batch, past + seq)
         state.shapes.clear()
@@ -141,6 +142,7 @@ def set_routing(model: nn.Module, mode: str) -> None:
         delattr(model, _ATTR)
     if mode == "token":
         return
+    check_cache_api()  # refuse a transformers whose cache cannot tell prefill from decode, never route silently
     state = _State(first_only=mode == "sequence_first")
     layers = find_decoder_layers(model).layers
     handles = [_text_model(model).register_forward_pre_hook(_on_text_model(state), with_kwargs=True)]
