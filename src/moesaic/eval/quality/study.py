@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from moesaic.atomic import atomic_write_text
+from moesaic.eval.environment import environment
 from moesaic.eval.quality.config import QualityStudyConfig
 from moesaic.eval.quality.domains import write_captions, write_domain
 from moesaic.eval.quality.models import average_models, build_base, pretrain_base, train_expert
@@ -62,6 +63,7 @@ class QualityStudyResult(BaseModel):
     sequence_choice: dict[str, dict[str, list[float]]] = {}
     gate_accuracy: float | None  # trained gates' classification accuracy on the gate rows (mean over layers)
     seconds: dict[str, float]  # phase -> wall time
+    environment: dict[str, str] = {}  # versions and thread settings of the run (moesaic.eval.environment)
 
     def render(self) -> str:
         w = max(12, *(len(d) + 2 for d in self.domains))
@@ -86,6 +88,8 @@ class QualityStudyResult(BaseModel):
             lines += ["", f"trained gates: {self.gate_accuracy:.3f} classification accuracy on the gate rows"]
         timing = ", ".join(f"{k} {v:.0f}s" for k, v in self.seconds.items())
         lines += ["", f"wall time: {timing}; wrote {self.out}/results.json and */route_report.png"]
+        if self.environment:
+            lines.append("environment: " + ", ".join(f"{k} {v}" for k, v in self.environment.items()))
         return "\n".join(lines)
 
 
@@ -212,6 +216,6 @@ def quality_study(config: QualityStudyConfig) -> QualityStudyResult:
             for m, r in ret.items()}
     result = QualityStudyResult(out=str(root), domains=list(config.domains), accuracy=accuracy, retention=ret,
                                 mean_retention=mean, routing=routing, sequence_choice=choice,
-                                gate_accuracy=gate_acc, seconds=seconds)
+                                gate_accuracy=gate_acc, seconds=seconds, environment=environment())
     atomic_write_text(root / "results.json", result.model_dump_json(indent=2))
     return result
