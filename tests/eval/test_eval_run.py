@@ -157,7 +157,7 @@ def test_errors_name_the_problem(tmp_path: Path, known_backends, qa_dataset, att
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: image 'img/missing.png' not found"):
         evaluate(EvalConfig.validated(data))
     assert known_backends.instances == []  # validated before any model was loaded
-    with pytest.raises(ConfigError, match="exactly one of 'model' or 'endpoint'"):
+    with pytest.raises(ConfigError, match="give 'model' \(a local model\) or 'endpoint'"):
         EvalConfig.validated({**data, "models": [{"name": "x"}]})
     with pytest.raises(ConfigError, match="repeated: colour"):
         EvalConfig.validated({**data, "models": [data["models"][0]] * 2})  # type: ignore[index]

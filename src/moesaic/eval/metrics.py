@@ -17,6 +17,8 @@ Definitions:
 - ``token_f1``: the bag-of-tokens F1 of SQuAD's evaluation script (Rajpurkar et al. 2016) after its
   ``normalize_answer`` (lowercase, punctuation removed, articles removed, whitespace collapsed); when
   either side has no tokens, F1 is 1 if both are empty else 0 (SQuAD v2.0 convention).
+- ``contains_match`` and ``relaxed_numeric`` (relaxed matching for sentence answers and numbers): see
+  :mod:`moesaic.eval.matching`.
 - ``attribute_accuracy``: per attribute field, 1 if the predicted value normalised-matches the
   reference value, else 0 (a missing field scores 0).
 """
@@ -27,12 +29,11 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 __all__ = [
     "MetricName",
-    "TEXT_METRICS",
     "exact_match",
     "normalized_match",
     "anls",
@@ -44,7 +45,9 @@ __all__ = [
     "parse_attributes",
 ]
 
-MetricName = Literal["exact_match", "normalized_match", "anls", "token_f1", "attribute_accuracy"]
+MetricName = Literal["exact_match", "normalized_match", "contains_match", "relaxed_numeric", "anls", "token_f1",
+                     "attribute_accuracy"]
+"""Every metric by name; ``contains_match`` and ``relaxed_numeric`` live in :mod:`moesaic.eval.matching`."""
 
 References = str | Sequence[str]
 
@@ -215,11 +218,3 @@ def parse_attributes(text: str) -> dict[str, Any]:
         if kv:
             pairs[kv.group(1)] = kv.group(2).strip().strip('",')
     return pairs
-
-
-TEXT_METRICS: dict[str, Callable[[str, References], float]] = {
-    "exact_match": exact_match,
-    "normalized_match": normalized_match,
-    "anls": anls,
-    "token_f1": token_f1,
-}

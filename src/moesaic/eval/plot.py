@@ -1,4 +1,8 @@
-"""The Pareto plot: accuracy against p50 latency, bubble area ∝ peak memory, the front drawn as a line."""
+"""The Pareto plot: accuracy against p50 latency, bubble area ∝ peak memory, the front drawn as a line.
+
+Each model's bubble is its accuracy (the mean over datasets of their primary metric); a small marker per
+dataset (one shape per dataset, same latency) shows the breakdown. The y axis names the metric(s).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ from pathlib import Path
 
 from moesaic.atomic import atomic_write_bytes
 from moesaic.errors import missing_extra
+from moesaic.eval.tables import accuracy_label
 from moesaic.eval.results import EvalResult
 
 __all__ = ["plot_pareto", "PLOT_NAME"]
 
 PLOT_NAME = "pareto.png"
 _MIN_AREA, _MAX_AREA = 60.0, 1500.0
+_DATASET_MARKERS = ("v", "^", "s", "P", "X", "<", ">", "p", "*", "h")
 
 
 def _areas(memories: list[float | None]) -> list[float]:
@@ -21,6 +27,19 @@ def _areas(memories: list[float | None]) -> list[float]:
     top = max(known, default=0.0)
     return [_MIN_AREA if (m is None or top <= 0) else _MIN_AREA + (_MAX_AREA - _MIN_AREA) * m / top
             for m in memories]
+
+
+def _dataset_markers(ax: object, result: EvalResult, xs: list[float]) -> None:
+    """One small marker per model and dataset at the model's latency, labelled ``dataset (metric)``."""
+    names = list(dict.fromkeys(d.dataset for m in result.models for d in m.datasets))
+    if len(names) < 2:
+        return  # the bubble already is the one dataset's score
+    for i, name in enumerate(names):
+        points = [(x, d.primary, d.primary_metric) for m, x in zip(result.models, xs, strict=True)
+                  for d in m.datasets if d.dataset == name]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=28,  # type: ignore[attr-defined]
+                   marker=_DATASET_MARKERS[i % len(_DATASET_MARKERS)], color="dimgray", alpha=0.9, zorder=3,
+                   label=f"{name} ({points[0][2]})")
 
 
 def plot_pareto(result: EvalResult, path: Path) -> Path:
@@ -45,13 +64,15 @@ def plot_pareto(result: EvalResult, path: Path) -> Path:
         # alternate above / below so neighbours' labels do not overlap
         ax.annotate(m.name + mem, (x, y), textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14),
                     fontsize=8)
+    _dataset_markers(ax, result, xs)
     front = sorted((x, y) for x, y, f in zip(xs, ys, on_front, strict=True) if f)
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:orange",
                 linestyle="--", linewidth=1.2, marker="D", markersize=4, label="Pareto front")
-        ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=7)
     ax.set_xlabel("latency p50 per sample (ms)")
-    ax.set_ylabel("accuracy (mean primary metric)")
+    ax.set_ylabel(accuracy_label(result), fontsize=8 if len(accuracy_label(result)) > 40 else 10)
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("moesaic eval: accuracy vs latency (bubble area ∝ peak memory)")
     ax.grid(True, alpha=0.3)
