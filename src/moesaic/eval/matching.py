@@ -38,6 +38,8 @@ _FILLER = frozenset({
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _NUMBER_TOKEN = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d*)(?:\.\d+)?")
 _CURRENCY = "$€£¥"
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 
 
 def _refs(references: References) -> list[str]:
@@ -55,7 +57,9 @@ def answer_segments(answer: str) -> list[str]:
 
 
 def _tokens(text: str) -> list[str]:
-    return normalize_answer(_prepare(text)).split()
+    """Normalised words; a number stays one word (``12.4`` is not ``12`` and ``4``, ``1,200`` is ``1200``)."""
+    text = _DECIMAL_POINT.sub("point", _THOUSANDS.sub("", _prepare(text)))
+    return normalize_answer(text).split()
 
 
 def _is_filler(tokens: list[str]) -> bool:

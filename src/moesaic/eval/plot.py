@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moesaic.atomic import atomic_write_bytes
 from moesaic.errors import missing_extra
 from moesaic.eval.tables import accuracy_label
 from moesaic.eval.results import EvalResult
 
-__all__ = ["plot_pareto", "PLOT_NAME"]
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_pareto", "pareto_figure", "PLOT_NAME"]
 
 PLOT_NAME = "pareto.png"
 _MIN_AREA, _MAX_AREA = 60.0, 1500.0
@@ -44,6 +48,13 @@ def _dataset_markers(ax: object, result: EvalResult, xs: list[float]) -> None:
 
 def plot_pareto(result: EvalResult, path: Path) -> Path:
     """Draw and atomically write the PNG; returns its path."""
+    buf = io.BytesIO()
+    pareto_figure(result).savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def pareto_figure(result: EvalResult) -> "Figure":
+    """The plot as a matplotlib ``Figure`` (not drawn to a file)."""
     try:
         import matplotlib
 
@@ -78,6 +89,4 @@ def plot_pareto(result: EvalResult, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.25)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    return fig
