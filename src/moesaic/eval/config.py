@@ -148,7 +148,7 @@ class EvalConfig(CommandConfig):
     max_samples: int | None = Field(None, ge=1, description="use at most this many samples per dataset")
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_new_tokens=32))
     use_cache: bool = Field(True, description="reuse answers cached in the output folder")
-    warmup: int = Field(1, ge=0, description="untimed requests per model before the timed ones")
+    warmup: int = Field(1, ge=0, description="untimed requests per model and dataset before the timed ones")
     anls_threshold: float = Field(0.5, gt=0, le=1)
 
     @model_validator(mode="before")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from moesaic.backends.base import Backend
 from moesaic.errors import ConfigError, MoesaicError
@@ -42,15 +42,19 @@ class _ModelRun:
     hits: int = 0
     calls: int = 0
     load_s: float | None = None
+    warmed: set[str] = field(default_factory=set)
 
-    def get(self, sample: Sample, config: EvalConfig) -> Answerer:
-        """Load on first need (timed), then ``config.warmup`` untimed requests so lazy set-up costs
-        (first-call kernels, connection set-up) do not land in the first sample's latency."""
+    def get(self, sample: Sample, config: EvalConfig, dataset: str) -> Answerer:
+        """Load on first need (timed), then, on each dataset's first asked sample, ``config.warmup`` untimed
+        requests, so lazy set-up costs (first-call kernels, connection set-up, and the starter experts each
+        dataset's questions route to) do not land in a sample's latency."""
         if self.answerer is None:
             start = time.perf_counter()
             self.answerer = self.provided or make_answerer(self.spec)
             if self.provided is None:
                 self.load_s = time.perf_counter() - start
+        if dataset not in self.warmed:
+            self.warmed.add(dataset)
             for _ in range(config.warmup):
                 self.answerer.answer(sample, config.generation)
         return self.answerer
@@ -68,7 +72,7 @@ def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache
         return hit
     where = f"model {run.spec.name!r}, dataset {dataset!r}, sample {sample.id!r}"
     try:
-        answerer = run.get(sample, config)
+        answerer = run.get(sample, config, dataset)
         start = time.perf_counter()
         answer = answerer.answer(sample, config.generation)
         latency = time.perf_counter() - start
