@@ -26,6 +26,11 @@ def _rows(folder: Path) -> dict[str, list[dict[str, object]]]:
     return out
 
 
+def test_readme_and_docs_give_the_example_command() -> None:
+    for doc in ("README.md", "docs/eval.md"):
+        assert "moesaic eval examples/eval.yaml" in (ROOT / doc).read_text(), doc
+
+
 def test_committed_data_is_what_the_script_writes(tmp_path: Path) -> None:
     script = runpy.run_path(str(ROOT / "examples" / "make_eval_data.py"))
     written = script["write_eval_data"](tmp_path)

@@ -85,6 +85,7 @@ def test_sentence_answers_ranked_by_the_relaxed_metric(tmp_path: Path, known_bac
                                                                        "attrs (attribute_accuracy)"]
     dataset_points = [c.get_offsets().tolist() for c in ax.collections[1:3]]
     assert [p[1] for p in dataset_points[0]] == pytest.approx([2 / 3, 0.0])  # one marker per model per dataset
+    assert dataset_points[0][0][0] == pytest.approx(verbose.latency_p50_s * 1000)  # at the dataset's latency
     # the CLI prints which metric ranked the models
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(yaml.safe_dump(data))

@@ -1,7 +1,9 @@
 """The Pareto plot: accuracy against p50 latency, bubble area ∝ peak memory, the front drawn as a line.
 
-Each model's bubble is its accuracy (the mean over datasets of their primary metric); a small marker per
-dataset (one shape per dataset, same latency) shows the breakdown. The y axis names the metric(s).
+Each model's bubble is its accuracy (the mean over datasets of their primary metric) at its p50 latency; a
+small marker per model and dataset (one shape per dataset, at that dataset's p50 latency, joined to the
+model's bubble by a faint line) shows the breakdown. The y axis names the metric(s); the latency axis is
+logarithmic when latencies differ by more than 20×.
 """
 
 from __future__ import annotations
@@ -33,17 +35,22 @@ def _areas(memories: list[float | None]) -> list[float]:
             for m in memories]
 
 
-def _dataset_markers(ax: object, result: EvalResult, xs: list[float]) -> None:
-    """One small marker per model and dataset at the model's latency, labelled ``dataset (metric)``."""
+def _dataset_markers(ax: object, result: EvalResult, xs: list[float], ys: list[float]) -> list[float]:
+    """One small marker per model and dataset, labelled ``dataset (metric)``; returns their latencies (ms)."""
     names = list(dict.fromkeys(d.dataset for m in result.models for d in m.datasets))
     if len(names) < 2:
-        return  # the bubble already is the one dataset's score
+        return []  # the bubble already is the one dataset's score
+    seen: list[float] = []
     for i, name in enumerate(names):
-        points = [(x, d.primary, d.primary_metric) for m, x in zip(result.models, xs, strict=True)
-                  for d in m.datasets if d.dataset == name]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], s=28,  # type: ignore[attr-defined]
+        points = [(d.latency_p50_s * 1000.0 if d.latency_p50_s is not None else x, d.primary, d.primary_metric, x, y)
+                  for m, x, y in zip(result.models, xs, ys, strict=True) for d in m.datasets if d.dataset == name]
+        for px, py, _, x, y in points:
+            ax.plot([x, px], [y, py], color="lightgray", linewidth=0.7, zorder=1)  # type: ignore[attr-defined]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=30,  # type: ignore[attr-defined]
                    marker=_DATASET_MARKERS[i % len(_DATASET_MARKERS)], color="dimgray", alpha=0.9, zorder=3,
                    label=f"{name} ({points[0][2]})")
+        seen += [p[0] for p in points]
+    return seen
 
 
 def plot_pareto(result: EvalResult, path: Path) -> Path:
@@ -75,7 +82,9 @@ def pareto_figure(result: EvalResult) -> "Figure":
         # alternate above / below so neighbours' labels do not overlap
         ax.annotate(m.name + mem, (x, y), textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14),
                     fontsize=8)
-    _dataset_markers(ax, result, xs)
+    spread = [x for x in xs + _dataset_markers(ax, result, xs, ys) if x > 0]
+    if spread and max(spread) > 20 * min(spread):
+        ax.set_xscale("log")
     front = sorted((x, y) for x, y, f in zip(xs, ys, on_front, strict=True) if f)
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:orange",

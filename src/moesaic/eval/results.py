@@ -37,6 +37,7 @@ class DatasetScores(_Result):
     primary_metric: str = Field(description="the metric that ranks this dataset")
     chosen_by: str = Field("rows", description="'rows' (the default for this kind of rows) or 'config'")
     primary: float
+    latency_p50_s: float | None = Field(None, description="median latency of this dataset's samples")
     strict_metric: str | None = Field(None, description="the strict metric reported beside a relaxed primary")
     strict: float | None = None
     metrics: dict[str, float] = Field(description="mean of each metric over the samples it applies to")

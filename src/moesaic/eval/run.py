@@ -114,7 +114,8 @@ def _dataset_scores(plan: DatasetPlan, samples: list[Sample], recs: list[SampleR
     judged = [r for r in recs if "judge" in r.scores]
     return DatasetScores(
         dataset=plan.name, samples=len(recs), rows=plan.rows, primary_metric=label, chosen_by=plan.chosen_by,
-        primary=sum(r.primary for r in recs) / len(recs), strict_metric=plan.strict,
+        primary=sum(r.primary for r in recs) / len(recs), latency_p50_s=percentile([r.latency_s for r in recs], 50),
+        strict_metric=plan.strict,
         strict=metrics.get(plan.strict) if plan.strict else None, metrics=metrics,
         field_accuracy=mean_scores([r.field_scores for r in recs]),
         judge_agreement=agreement([r.scores["judge"] for r in judged], [r.primary for r in judged]),
