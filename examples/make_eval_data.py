@@ -3,7 +3,8 @@
     python examples/make_eval_data.py            # writes examples/eval_data/
 
 - colours: product drawings from :mod:`moesaic.tasks.samples` (a known colour on a light backdrop);
-- tags: the bundled photo (``src/moesaic/samples/coffee.jpg``, read in place) and two product drawings, "What is in this image?";
+- tags: the bundled photo (``src/moesaic/samples/coffee.jpg``, read in place) and two product drawings,
+  "What is in this image?";
 - labels: shop labels rendered in DejaVu Sans (the font matplotlib ships);
 - charts: a bar chart drawn by matplotlib, its values printed on the bars.
 

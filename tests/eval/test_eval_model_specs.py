@@ -103,7 +103,8 @@ def served_starter() -> Iterator[str]:
         yield url
 
 
-def test_endpoint_spec_as_in_ask(tmp_path: Path, qa_dataset: Path, images: dict[str, Path], served_starter: str) -> None:
+def test_endpoint_spec_as_in_ask(tmp_path: Path, qa_dataset: Path, images: dict[str, Path],
+                                 served_starter: str) -> None:
     # As with `moesaic ask --endpoint URL --model NAME`: the URL without /v1, the served name in `model`.
     got = _eval_answers(tmp_path, qa_dataset, {"name": "remote", "endpoint": served_starter, "model": "experts"},
                         max_new_tokens=32)

@@ -40,7 +40,8 @@ def test_plan_follows_the_majority_of_rows_and_the_config(tmp_path: Path) -> Non
     plan = plan_dataset(config, "charts", numbers)
     assert (plan.rows, plan.metric, plan.chosen_by, plan.strict) == ("numbers", "relaxed_numeric", "rows",
                                                                       "normalized_match")
-    assert plan.describe() == "charts: ranked by relaxed_numeric (default for numbers); strict normalized_match beside it"
+    assert plan.describe() == ("charts: ranked by relaxed_numeric (default for numbers); "
+                               "strict normalized_match beside it")
     assert plan_dataset(config, "t", [_qa("Fresh bread baked every morning")]).metric == "anls"
     attrs = [Sample(id="a", image="x.png", question="q", attributes={"color": "red"})]
     assert plan_dataset(config, "a", attrs).metric == "attribute_accuracy"

@@ -101,7 +101,8 @@ def plan_dataset(config: EvalConfig, name: str, samples: Sequence[Sample]) -> Da
     else:
         default = DEFAULT_FOR[rows]
         metric, chosen_by = (default if default in usable else usable[0]), "rows"
-    return DatasetPlan(name, rows, metric, chosen_by, None if metric in _STRICT else STRICT_METRIC)  # type: ignore[arg-type]
+    strict = None if metric in _STRICT else STRICT_METRIC
+    return DatasetPlan(name, rows, metric, chosen_by, strict)  # type: ignore[arg-type]
 
 
 def check_metrics(config: EvalConfig, datasets: dict[str, list[Sample]]) -> None:
