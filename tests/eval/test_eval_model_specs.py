@@ -116,3 +116,10 @@ def test_endpoint_spec_as_in_ask(tmp_path: Path, qa_dataset: Path, images: dict[
     assert unnamed == got
     with pytest.raises(ValueError, match="give one"):
         EvalModel(name="x", endpoint=served_starter, model="a", endpoint_model="b")
+
+
+@pytest.mark.slow
+def test_starter_llm_answers_as_in_ask(tmp_path: Path, qa_dataset: Path, images: dict[str, Path]) -> None:
+    """The spec issue 19 found failing in eval ("Repo id must use alphanumeric chars"): now the same answer."""
+    got = _eval_answers(tmp_path, qa_dataset, {"name": "llm", "model": "starter:llm"}, max_new_tokens=8)
+    assert got == [_ask_answer(images["red"], max_tokens=8, model="starter:llm")] and got[0].strip()

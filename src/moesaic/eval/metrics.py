@@ -109,13 +109,18 @@ def squad_normalize(text: str) -> str:
 
 
 def exact_match(prediction: str, references: References) -> float:
-    """1.0 if ``prediction.strip()`` equals some ``reference.strip()`` (case-sensitive), else 0.0."""
+    """1.0 if ``prediction.strip()`` equals some ``reference.strip()`` (case-sensitive), else 0.0.
+
+    The strictest reading of SQuAD's exact match (Rajpurkar et al. 2016), without its normalisation."""
     pred = prediction.strip()
     return float(any(pred == ref.strip() for ref in _refs(references)))
 
 
 def normalized_match(prediction: str, references: References) -> float:
-    """1.0 if the :func:`normalize_answer` forms are equal for some reference, else 0.0."""
+    """1.0 if the :func:`normalize_answer` forms are equal for some reference, else 0.0.
+
+    The VQA evaluation's answer matching (Antol et al. 2015, "VQA: Visual Question Answering") after its
+    normalisation; the strict metric printed beside a relaxed one."""
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(ref) for ref in _refs(references)))
 
@@ -166,7 +171,8 @@ def _f1_one(prediction: str, reference: str) -> float:
 
 
 def token_f1(prediction: str, references: References) -> float:
-    """SQuAD token F1 (harmonic mean of token precision and recall), best over references."""
+    """SQuAD token F1 (Rajpurkar et al. 2016, "SQuAD: 100,000+ Questions for Machine Comprehension of
+    Text", its evaluation script): harmonic mean of token precision and recall, best over references."""
     return max((_f1_one(prediction, ref) for ref in _refs(references)), default=0.0)
 
 
@@ -180,6 +186,10 @@ def _value_text(value: Any) -> str:
 
 def attribute_accuracy(predicted: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, float]:
     """Per reference field: 1.0 if ``predicted[field]`` normalised-matches the reference value, else 0.0.
+
+    Field-level accuracy as in attribute value extraction (e.g. Zheng et al. 2018, "OpenTag: Open Attribute
+    Value Extraction from Product Profiles", which scores per attribute); values compare as in
+    :func:`normalized_match`.
 
     Keys compare case-insensitively; a field the prediction lacks scores 0.0. Lists compare as their
     space-joined words (so ``["red", "blue"]`` matches ``"red, blue"``).
