@@ -84,9 +84,7 @@ def _backend(config: AskConfig) -> "Backend":
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
             options = BackendOptions(dtype=config.dtype, device=config.device, routing=config.routing)
-            # "starter:llm" (the starter experts with the SmolLM2 writer) is a variant of the starter backend.
-            backend = config.backend or ("starter" if config.model.startswith("starter:") else None)
-            _BACKENDS[key] = load_backend(config.model, options, backend=backend)
+            _BACKENDS[key] = load_backend(config.model, options, backend=config.backend)
         return _BACKENDS[key]
 
 

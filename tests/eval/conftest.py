@@ -28,7 +28,8 @@ def dominant_color(image: Image.Image) -> str:
 
 class KnownBackend(Backend):
     """A real backend with known answers: ``color`` names the image's colour (JSON when asked for JSON),
-    ``constant`` always says red. ``delay_s`` makes it slower (``cold``: only its first call, like lazy
+    ``constant`` always says red, ``verbose`` says it in a sentence as the starter experts do, ``list`` names
+    it last of three candidates. ``delay_s`` makes it slower (``cold``: only its first call, like lazy
     set-up); ``calls`` counts generate calls."""
 
     name = "known"
@@ -53,9 +54,13 @@ class KnownBackend(Backend):
         assert len(turn.images) == 1 and turn.text
         if self.delay_s and (self.mode != "cold" or self.calls == 1):  # "cold": only the first call is slow
             time.sleep(self.delay_s)
-        color = dominant_color(turn.images[0]) if self.mode == "color" else "red"
+        color = dominant_color(turn.images[0]) if self.mode != "constant" else "red"
         wants_json = "JSON" in turn.text
-        if self.mode == "color":
+        if self.mode == "verbose":
+            text = f"The main colour is {color} (100%), on a white background."
+        elif self.mode == "list":
+            text = f"brown (54%), black (16%), {color} (15%)"
+        elif self.mode == "color":
             text = json.dumps({"color": color, "size": "small"}) if wants_json else color
         else:
             text = "color: red" if wants_json else "red"

@@ -62,8 +62,8 @@ def test_evaluate_scores_reports_and_cache(tmp_path: Path, known_backends, qa_da
     models = {m.name: m for m in result.models}
     _check_scores(models)
     colour_backend, constant_backend = known_backends.instances
-    # 5 timed calls each, plus one untimed warm-up call (the default warmup: 1)
-    assert (colour_backend.calls, constant_backend.calls) == (6, 6)
+    # 5 timed calls each, plus one untimed warm-up call per dataset (the default warmup: 1)
+    assert (colour_backend.calls, constant_backend.calls) == (7, 7)
     assert colour_backend.params_seen[0].max_new_tokens == 16
 
     const = models["constant"]
@@ -101,7 +101,7 @@ def test_evaluate_scores_reports_and_cache(tmp_path: Path, known_backends, qa_da
     again = evaluate(config)
     assert again.cache_hits == 10
     assert all(m.cache_hits == m.samples == 5 and m.model_calls == 0 and m.load_s is None for m in again.models)
-    assert len(known_backends.instances) == 2 and (colour_backend.calls, constant_backend.calls) == (6, 6)
+    assert len(known_backends.instances) == 2 and (colour_backend.calls, constant_backend.calls) == (7, 7)
     _check_scores({m.name: m for m in again.models})
     assert again.model("constant").latency_p50_s == pytest.approx(const.latency_p50_s)
     assert again.model("constant").peak_rss_mb == pytest.approx(const.peak_rss_mb)
@@ -157,7 +157,7 @@ def test_errors_name_the_problem(tmp_path: Path, known_backends, qa_dataset, att
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: image 'img/missing.png' not found"):
         evaluate(EvalConfig.validated(data))
     assert known_backends.instances == []  # validated before any model was loaded
-    with pytest.raises(ConfigError, match="exactly one of 'model' or 'endpoint'"):
+    with pytest.raises(ConfigError, match="give 'model' \(a local model\) or 'endpoint'"):
         EvalConfig.validated({**data, "models": [{"name": "x"}]})
     with pytest.raises(ConfigError, match="repeated: colour"):
         EvalConfig.validated({**data, "models": [data["models"][0]] * 2})  # type: ignore[index]

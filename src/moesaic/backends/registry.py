@@ -1,7 +1,8 @@
 """Registry of backends; built-ins register like plugins do.
 
-``load_backend("starter")`` gives the offline starter experts; any other string is a hub id or a local
-path, routed by its ``config.json`` (``model_type``) to the backend that claims it, else to the generic
+``load_backend("starter")`` gives the offline starter experts (``"starter:llm"``, a variant, is
+``NAME:VARIANT`` of a registered backend, passed whole to its factory); any other string is a hub id or a
+local path, routed by its ``config.json`` (``model_type``) to the backend that claims it, else to the generic
 transformers VLM backend. Targets are ``"module:attr"`` strings so nothing heavy is imported until used.
 """
 
@@ -80,6 +81,9 @@ def resolve_backend(model: str, backend: str | None = None) -> BackendSpec:
         return _REGISTRY[backend]
     if model in _REGISTRY:
         return _REGISTRY[model]
+    name, sep, _ = model.partition(":")
+    if sep and name in _REGISTRY and not Path(model).exists():  # "starter:llm"; hub ids hold no ':'
+        return _REGISTRY[name]
     mtype = model_type_of(model)
     for spec in _REGISTRY.values():
         if mtype is not None and mtype in spec.model_types:

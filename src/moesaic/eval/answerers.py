@@ -13,14 +13,26 @@ from typing import TYPE_CHECKING, Any
 
 from moesaic.backends.base import Answer, Backend, BackendOptions, GenerationParams
 from moesaic.errors import AuthError, FetchError, MoesaicError, missing_extra
-from moesaic.eval.config import EvalModel
+from moesaic.eval.config import EvalModel, openai_base_url
 from moesaic.eval.data import Sample, is_local_path_ref
 from moesaic.inputs.messages import Turn
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
+    from pydantic import SecretStr
 
-__all__ = ["Answerer", "BackendAnswerer", "EndpointAnswerer", "make_answerer", "image_data_url"]
+__all__ = ["Answerer", "BackendAnswerer", "EndpointAnswerer", "make_answerer", "image_data_url", "openai_client"]
+
+
+def openai_client(endpoint: str, api_key: "SecretStr | None", timeout_s: float) -> tuple[Any, Any]:
+    """(the ``openai`` module, a client for ``endpoint``); the key defaults to ``$OPENAI_API_KEY``."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is in the eval extra
+        raise missing_extra("openai", "eval") from None
+    secret = api_key.get_secret_value() if api_key is not None else None
+    key = secret or os.environ.get("OPENAI_API_KEY") or "none"
+    return openai, openai.OpenAI(base_url=openai_base_url(endpoint), api_key=key, timeout=timeout_s, max_retries=1)
 
 
 def image_data_url(ref: str) -> str:
@@ -83,17 +95,18 @@ class EndpointAnswerer(Answerer):
 
     def __init__(self, spec: EvalModel) -> None:
         super().__init__()
-        try:
-            import openai
-        except ImportError:  # pragma: no cover - openai is in the eval extra
-            raise missing_extra("openai", "eval") from None
-        self._openai = openai
-        secret = spec.api_key.get_secret_value() if spec.api_key is not None else None
-        api_key = secret or os.environ.get("OPENAI_API_KEY") or "none"
-        self.client = openai.OpenAI(base_url=spec.endpoint, api_key=api_key, timeout=spec.timeout_s,
-                                    max_retries=1)
-        self.model = spec.endpoint_model or spec.name
+        self._openai, self.client = openai_client(str(spec.endpoint), spec.api_key, spec.timeout_s)
         self.endpoint = str(spec.endpoint)
+        self.model = spec.served_model or self._served_model(spec.name)
+
+    def _served_model(self, wanted: str) -> str:
+        """As ``moesaic ask --endpoint`` does: ``wanted`` when the server lists it (or lists nothing, or
+        cannot list), else the one model it serves first."""
+        try:
+            ids = [m.id for m in self.client.models.list()]
+        except self._openai.OpenAIError:
+            return wanted
+        return wanted if wanted in ids or not ids else ids[0]
 
     def _request(self, sample: Sample, params: GenerationParams) -> dict[str, Any]:
         content = [{"type": "image_url", "image_url": {"url": image_data_url(sample.image)}},
@@ -136,12 +149,13 @@ class EndpointAnswerer(Answerer):
 
 
 def make_answerer(spec: EvalModel) -> Answerer:
-    """Load the model named by ``spec`` (or connect to its endpoint)."""
+    """Load the model named by ``spec`` (or connect to its endpoint). Local models go through the one
+    backend registry that ``moesaic ask`` and ``moesaic serve`` use, so every ``--model`` they take works."""
     if spec.is_endpoint:
         return EndpointAnswerer(spec)
     from moesaic.backends.registry import load_backend
 
-    options = BackendOptions(dtype=spec.dtype, device=spec.device)
+    options = BackendOptions(dtype=spec.dtype, device=spec.device, routing=spec.routing)
     try:
         backend = load_backend(str(spec.model), options, backend=spec.backend)
     except MoesaicError:

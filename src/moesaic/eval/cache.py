@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CachedAnswer", "AnswerCache", "CACHE_NAME"]
+__all__ = ["CachedAnswer", "AnswerCache", "CACHE_NAME", "append_line"]
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,18 @@ class AnswerCache:
     def put(self, entry: CachedAnswer) -> None:
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(entry.model_dump(mode="json"), ensure_ascii=False)
-        # Start on a fresh line even if a crash left a torn one behind.
-        needs_newline = self.path.is_file() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(("\n" if needs_newline else "") + line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.path, json.dumps(entry.model_dump(mode="json"), ensure_ascii=False))
         self._entries[entry.key] = entry
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line and fsync it; a torn last line (a crash mid-write) is first closed with a newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needs_newline = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(("\n" if needs_newline else "") + line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _ends_with_newline(path: Path) -> bool:

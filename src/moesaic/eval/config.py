@@ -4,16 +4,22 @@ Example (``moesaic eval eval.yaml``; flags override keys, e.g. ``--max-samples 5
 
     models:
       - {name: starter, model: starter, price_per_hour: 0.10}
-      - {name: moe, model: ./merged-moe, dtype: bfloat16, price_per_hour: 1.20}
-      - {name: remote, endpoint: "http://localhost:8080/v1", endpoint_model: moe, price_per_hour: 2.50}
+      - {name: starter-llm, model: "starter:llm"}                  # any spec `moesaic ask --model` takes
+      - {name: moe, model: ./merged-moe, dtype: bfloat16, routing: sequence, price_per_hour: 1.20}
+      - {name: remote, endpoint: "http://localhost:8080", model: moe, price_per_hour: 2.50}
     datasets:
       - {name: docvqa-mini, path: data/docvqa.jsonl}     # image + question + reference(s)
       - {name: products, path: data/products.jsonl}      # image + attributes
-    metrics: [normalized_match, anls, token_f1, attribute_accuracy]
     out: eval_out
     generation: {max_new_tokens: 32}
+    judge: {endpoint: "http://localhost:9000/v1", model: grader}    # optional, off by default
 
-Relative paths are read from the current folder; image paths inside a JSONL from the JSONL's folder.
+Models are resolved exactly as ``moesaic ask`` resolves ``--model`` (one backend registry: ``starter``,
+``starter:llm``, a hub id, a folder, a merged MoE); with ``endpoint``, ``model`` (or ``endpoint_model``) is
+the name sent to the server, as with ``moesaic ask --endpoint URL --model NAME``, and the URL may end in
+``/v1`` or not. Relative paths are read from the current folder; image paths inside a JSONL from the
+JSONL's folder. Without ``primary_metric``, each dataset is ranked by a metric chosen from its rows
+(:mod:`moesaic.eval.scoring`).
 """
 
 from __future__ import annotations
@@ -29,46 +35,72 @@ from moesaic.backends.base import GenerationParams
 from moesaic.config import CommandConfig, FrozenModel, load_yaml
 from moesaic.eval.metrics import MetricName
 
-__all__ = ["EvalConfig", "EvalModel", "EvalDataset", "DEFAULT_METRICS"]
+__all__ = ["EvalConfig", "EvalModel", "EvalDataset", "JudgeConfig", "DEFAULT_METRICS", "openai_base_url"]
 
-DEFAULT_METRICS: tuple[MetricName, ...] = ("exact_match", "normalized_match", "anls", "token_f1",
-                                           "attribute_accuracy")
+DEFAULT_METRICS: tuple[MetricName, ...] = ("exact_match", "normalized_match", "contains_match", "relaxed_numeric",
+                                           "anls", "token_f1", "attribute_accuracy")
+
+
+def openai_base_url(endpoint: str) -> str:
+    """``http://host:port``, ``.../`` and ``.../v1`` all name the same server; the SDK wants ``.../v1``."""
+    url = endpoint.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def _check_url(url: str, what: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{what} must be an http(s) URL, got {url!r}")
 
 
 class EvalModel(FrozenModel):
     """One contender: a local model (``model``) or an OpenAI-compatible endpoint (``endpoint``)."""
 
     name: str = Field(min_length=1, description="label in the tables and plot; also the cache key")
-    model: str | None = Field(None, description="'starter', a local model folder or a hub id")
+    model: str | None = Field(
+        None, description="what `moesaic ask --model` takes: 'starter', 'starter:llm', a hub id, a folder, a merged "
+                          "MoE; with 'endpoint', the model name sent to the server")
     backend: str | None = Field(None, description="backend name (default: chosen from the model)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
-    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API, e.g. http://host:8080/v1")
+    routing: Literal["token", "sequence", "sequence_first"] = Field(
+        "token", description="merged MoEs: route per token, or one expert choice per request (as in ask)")
+    endpoint: str | None = Field(None, description="an OpenAI-compatible server, e.g. http://host:8080 (or .../v1)")
     api_key: SecretStr | None = Field(
         None, exclude=True, description="API key for the endpoint (default: $OPENAI_API_KEY); never written out"
     )
-    endpoint_model: str | None = Field(None, description="model name sent to the endpoint (default: name)")
+    endpoint_model: str | None = Field(
+        None, description="model name sent to the endpoint (default: 'model', else the server's own if it serves one)")
     price_per_hour: float | None = Field(None, ge=0, description="hardware price, currency per hour")
     timeout_s: float = Field(120.0, gt=0, description="endpoint request timeout")
 
     @model_validator(mode="after")
     def _one_source(self) -> "EvalModel":
-        if (self.model is None) == (self.endpoint is None):
-            raise ValueError(f"model {self.name!r}: give exactly one of 'model' or 'endpoint'")
-        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"model {self.name!r}: endpoint must be an http(s) URL, got {self.endpoint!r}")
+        if self.model is None and self.endpoint is None:
+            raise ValueError(f"model {self.name!r}: give 'model' (a local model) or 'endpoint' (a server)")
+        if self.endpoint is not None:
+            _check_url(self.endpoint, f"model {self.name!r}: endpoint")
+            if self.model is not None and self.endpoint_model is not None and self.model != self.endpoint_model:
+                raise ValueError(f"model {self.name!r}: with an endpoint, 'model' and 'endpoint_model' both name "
+                                 "the served model; give one")
         return self
 
     @property
     def is_endpoint(self) -> bool:
         return self.endpoint is not None
 
+    @property
+    def served_model(self) -> str | None:
+        """The model name sent to the endpoint when the config names one."""
+        return self.endpoint_model or (self.model if self.is_endpoint else None)
+
     def identity(self) -> dict[str, object]:
         """What decides the answers (not the price): part of every cache key. For a local model folder
         this includes a stamp of its files (name, size, modification time), so retrained weights saved
         at the same path are asked again."""
         ident: dict[str, object] = self.model_dump(include={"model", "backend", "dtype", "endpoint", "endpoint_model"})
-        if self.model is not None and Path(self.model).is_dir():
+        if self.routing != "token":  # absent for the default, so earlier caches stay valid
+            ident["routing"] = self.routing
+        if not self.is_endpoint and self.model is not None and Path(self.model).is_dir():
             ident["files"] = _folder_stamp(Path(self.model))
         return ident
 
@@ -83,6 +115,21 @@ class EvalDataset(FrozenModel):
     )
 
 
+class JudgeConfig(FrozenModel):
+    """An OpenAI-compatible model that grades answers (see :mod:`moesaic.eval.judge`); off unless given."""
+
+    endpoint: str = Field(description="the grader's server, e.g. http://localhost:9000 (or .../v1)")
+    model: str = Field(min_length=1, description="the grader's model name on that server")
+    api_key: SecretStr | None = Field(None, exclude=True, description="default: $OPENAI_API_KEY; never written out")
+    prompt_version: Literal["v1"] = Field("v1", description="the grading prompt (versioned; part of the cache key)")
+    timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _url(self) -> "JudgeConfig":
+        _check_url(self.endpoint, "judge.endpoint")
+        return self
+
+
 class EvalConfig(CommandConfig):
     """Compare models on cost, latency and accuracy."""
 
@@ -94,13 +141,14 @@ class EvalConfig(CommandConfig):
     metrics: list[MetricName] = Field(default_factory=lambda: list(DEFAULT_METRICS),
                                       description="metrics to compute where they apply")
     primary_metric: MetricName | None = Field(
-        None, description="metric on the plot's accuracy axis (default: first metric that applies)"
+        None, description="metric that ranks question rows (default: chosen per dataset from its rows)"
     )
+    judge: JudgeConfig | None = Field(None, description="optional grader: {endpoint, model}; off by default")
     out: Path = Field(Path("eval_out"), description="output folder (results, plot, cache)")
     max_samples: int | None = Field(None, ge=1, description="use at most this many samples per dataset")
     generation: GenerationParams = Field(default_factory=lambda: GenerationParams(max_new_tokens=32))
     use_cache: bool = Field(True, description="reuse answers cached in the output folder")
-    warmup: int = Field(1, ge=0, description="untimed requests per model before the timed ones")
+    warmup: int = Field(1, ge=0, description="untimed requests per model and dataset before the timed ones")
     anls_threshold: float = Field(0.5, gt=0, le=1)
 
     @model_validator(mode="before")

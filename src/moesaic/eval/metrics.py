@@ -17,6 +17,8 @@ Definitions:
 - ``token_f1``: the bag-of-tokens F1 of SQuAD's evaluation script (Rajpurkar et al. 2016) after its
   ``normalize_answer`` (lowercase, punctuation removed, articles removed, whitespace collapsed); when
   either side has no tokens, F1 is 1 if both are empty else 0 (SQuAD v2.0 convention).
+- ``contains_match`` and ``relaxed_numeric`` (relaxed matching for sentence answers and numbers): see
+  :mod:`moesaic.eval.matching`.
 - ``attribute_accuracy``: per attribute field, 1 if the predicted value normalised-matches the
   reference value, else 0 (a missing field scores 0).
 """
@@ -27,12 +29,11 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 __all__ = [
     "MetricName",
-    "TEXT_METRICS",
     "exact_match",
     "normalized_match",
     "anls",
@@ -44,7 +45,9 @@ __all__ = [
     "parse_attributes",
 ]
 
-MetricName = Literal["exact_match", "normalized_match", "anls", "token_f1", "attribute_accuracy"]
+MetricName = Literal["exact_match", "normalized_match", "contains_match", "relaxed_numeric", "anls", "token_f1",
+                     "attribute_accuracy"]
+"""Every metric by name; ``contains_match`` and ``relaxed_numeric`` live in :mod:`moesaic.eval.matching`."""
 
 References = str | Sequence[str]
 
@@ -106,13 +109,18 @@ def squad_normalize(text: str) -> str:
 
 
 def exact_match(prediction: str, references: References) -> float:
-    """1.0 if ``prediction.strip()`` equals some ``reference.strip()`` (case-sensitive), else 0.0."""
+    """1.0 if ``prediction.strip()`` equals some ``reference.strip()`` (case-sensitive), else 0.0.
+
+    The strictest reading of SQuAD's exact match (Rajpurkar et al. 2016), without its normalisation."""
     pred = prediction.strip()
     return float(any(pred == ref.strip() for ref in _refs(references)))
 
 
 def normalized_match(prediction: str, references: References) -> float:
-    """1.0 if the :func:`normalize_answer` forms are equal for some reference, else 0.0."""
+    """1.0 if the :func:`normalize_answer` forms are equal for some reference, else 0.0.
+
+    The VQA evaluation's answer matching (Antol et al. 2015, "VQA: Visual Question Answering") after its
+    normalisation; the strict metric printed beside a relaxed one."""
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(ref) for ref in _refs(references)))
 
@@ -163,7 +171,8 @@ def _f1_one(prediction: str, reference: str) -> float:
 
 
 def token_f1(prediction: str, references: References) -> float:
-    """SQuAD token F1 (harmonic mean of token precision and recall), best over references."""
+    """SQuAD token F1 (Rajpurkar et al. 2016, "SQuAD: 100,000+ Questions for Machine Comprehension of
+    Text", its evaluation script): harmonic mean of token precision and recall, best over references."""
     return max((_f1_one(prediction, ref) for ref in _refs(references)), default=0.0)
 
 
@@ -177,6 +186,10 @@ def _value_text(value: Any) -> str:
 
 def attribute_accuracy(predicted: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, float]:
     """Per reference field: 1.0 if ``predicted[field]`` normalised-matches the reference value, else 0.0.
+
+    Field-level accuracy as in attribute value extraction (e.g. Zheng et al. 2018, "OpenTag: Open Attribute
+    Value Extraction from Product Profiles", which scores per attribute); values compare as in
+    :func:`normalized_match`.
 
     Keys compare case-insensitively; a field the prediction lacks scores 0.0. Lists compare as their
     space-joined words (so ``["red", "blue"]`` matches ``"red, blue"``).
@@ -215,11 +228,3 @@ def parse_attributes(text: str) -> dict[str, Any]:
         if kv:
             pairs[kv.group(1)] = kv.group(2).strip().strip('",')
     return pairs
-
-
-TEXT_METRICS: dict[str, Callable[[str, References], float]] = {
-    "exact_match": exact_match,
-    "normalized_match": normalized_match,
-    "anls": anls,
-    "token_f1": token_f1,
-}

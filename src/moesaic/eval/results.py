@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moesaic.eval.tables import fmt, markdown_table
+
 __all__ = ["SampleRecord", "DatasetScores", "ModelResult", "EvalResult", "pareto_front", "fmt"]
 
 
@@ -31,10 +33,17 @@ class SampleRecord(_Result):
 class DatasetScores(_Result):
     dataset: str
     samples: int
-    primary_metric: str
+    rows: str = Field("short answers", description="what the rows ask for: short answers, numbers, text, attributes")
+    primary_metric: str = Field(description="the metric that ranks this dataset")
+    chosen_by: str = Field("rows", description="'rows' (the default for this kind of rows) or 'config'")
     primary: float
+    latency_p50_s: float | None = Field(None, description="median latency of this dataset's samples")
+    strict_metric: str | None = Field(None, description="the strict metric reported beside a relaxed primary")
+    strict: float | None = None
     metrics: dict[str, float] = Field(description="mean of each metric over the samples it applies to")
     field_accuracy: dict[str, float] = Field(default_factory=dict, description="attribute datasets: per field")
+    judge_agreement: float | None = Field(
+        None, description="share of question rows where the judge and the primary metric agree (pass = ≥ 0.5)")
 
 
 class ModelResult(_Result):
@@ -68,15 +77,15 @@ class EvalResult(_Result):
     models: list[ModelResult]
     cache_hits: int = Field(description="samples answered from the cache, all models")
     pareto: list[str] = Field(description="models on the accuracy/latency Pareto front")
+    ranking: list[str] = Field(default_factory=list, description="per dataset: the metric that ranked the models")
+    judge: dict[str, object] | None = Field(None, description="judge model, prompt version, calls and cache hits")
     files: dict[str, str] = Field(description="artefact name → path")
 
     def model(self, name: str) -> ModelResult:
         return next(m for m in self.models if m.name == name)
 
     def render(self) -> str:
-        from moesaic.eval.report import markdown_table
-
-        lines = [markdown_table(self), "",
+        lines = [markdown_table(self), "", *self.ranking,
                  f"cache hits: {self.cache_hits}; Pareto front: {', '.join(self.pareto) or '-'}"]
         lines += [f"{name}: {path}" for name, path in self.files.items()]
         return "\n".join(lines)
@@ -95,8 +104,3 @@ def pareto_front(models: list[ModelResult]) -> list[str]:
         if not dominated:
             front.append(m)
     return [m.name for m in sorted(front, key=lambda m: (m.latency_p50_s, -m.accuracy))]
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """Number for tables: fixed digits, '-' for unknown."""
-    return "-" if value is None else f"{value:.{digits}f}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from moesaic.backends.base import Backend
 from moesaic.errors import ConfigError, MoesaicError
@@ -22,7 +22,8 @@ from moesaic.eval.measure import cuda_peak_bytes, peak_rss_bytes, percentile, re
 from moesaic.eval.plot import PLOT_NAME, plot_pareto
 from moesaic.eval.report import REPORT_FILES, write_reports
 from moesaic.eval.results import DatasetScores, EvalResult, ModelResult, SampleRecord, pareto_front
-from moesaic.eval.scoring import check_metrics, mean_scores, primary_metric, score_sample
+from moesaic.eval.judge import Judge, agreement
+from moesaic.eval.scoring import DatasetPlan, check_metrics, mean_scores, plan_dataset, score_sample
 from moesaic.progress import progress
 
 __all__ = ["evaluate", "EvalConfig", "EvalResult"]
@@ -41,15 +42,19 @@ class _ModelRun:
     hits: int = 0
     calls: int = 0
     load_s: float | None = None
+    warmed: set[str] = field(default_factory=set)
 
-    def get(self, sample: Sample, config: EvalConfig) -> Answerer:
-        """Load on first need (timed), then ``config.warmup`` untimed requests so lazy set-up costs
-        (first-call kernels, connection set-up) do not land in the first sample's latency."""
+    def get(self, sample: Sample, config: EvalConfig, dataset: str) -> Answerer:
+        """Load on first need (timed), then, on each dataset's first asked sample, ``config.warmup`` untimed
+        requests, so lazy set-up costs (first-call kernels, connection set-up, and the starter experts each
+        dataset's questions route to) do not land in a sample's latency."""
         if self.answerer is None:
             start = time.perf_counter()
             self.answerer = self.provided or make_answerer(self.spec)
             if self.provided is None:
                 self.load_s = time.perf_counter() - start
+        if dataset not in self.warmed:
+            self.warmed.add(dataset)
             for _ in range(config.warmup):
                 self.answerer.answer(sample, config.generation)
         return self.answerer
@@ -67,7 +72,7 @@ def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache
         return hit
     where = f"model {run.spec.name!r}, dataset {dataset!r}, sample {sample.id!r}"
     try:
-        answerer = run.get(sample, config)
+        answerer = run.get(sample, config, dataset)
         start = time.perf_counter()
         answer = answerer.answer(sample, config.generation)
         latency = time.perf_counter() - start
@@ -87,23 +92,33 @@ def _ask(run: _ModelRun, config: EvalConfig, dataset: str, sample: Sample, cache
     return entry
 
 
-def _record(config: EvalConfig, spec: EvalModel, dataset: str, sample: Sample, got: CachedAnswer,
-            cached: bool) -> SampleRecord:
-    scores, fields = score_sample(config, sample, got.text)
+def _record(config: EvalConfig, plan: DatasetPlan, spec: EvalModel, sample: Sample, got: CachedAnswer,
+            cached: bool, judge: Judge | None) -> SampleRecord:
+    scores, fields, primary = score_sample(config, plan, sample, got.text)
+    if judge is not None and sample.kind == "qa":
+        scores["judge"] = judge.grade(sample.question, sample.references, got.text)
     return SampleRecord(
-        model=spec.name, dataset=dataset, sample_id=sample.id, question=sample.question, answer=got.text,
+        model=spec.name, dataset=plan.name, sample_id=sample.id, question=sample.question, answer=got.text,
         references=list(sample.references), attributes=dict(sample.attributes), scores=scores,
-        field_scores=fields, primary=scores[primary_metric(config, sample.kind)], latency_s=got.latency_s,
+        field_scores=fields, primary=primary, latency_s=got.latency_s,
         prompt_tokens=got.prompt_tokens, completion_tokens=got.completion_tokens, cached=cached,
     )
 
 
-def _dataset_scores(config: EvalConfig, name: str, samples: list[Sample], recs: list[SampleRecord]) -> DatasetScores:
+def _dataset_scores(plan: DatasetPlan, samples: list[Sample], recs: list[SampleRecord]) -> DatasetScores:
     kinds = {s.kind for s in samples}
-    label = "/".join(primary_metric(config, k) for k in sorted(kinds))
+    label = plan.metric if "qa" in kinds else "attribute_accuracy"
+    if kinds == {"qa", "attributes"}:
+        label += "/attribute_accuracy"
+    metrics = mean_scores([r.scores for r in recs])
+    judged = [r for r in recs if "judge" in r.scores]
     return DatasetScores(
-        dataset=name, samples=len(recs), primary_metric=label, primary=sum(r.primary for r in recs) / len(recs),
-        metrics=mean_scores([r.scores for r in recs]), field_accuracy=mean_scores([r.field_scores for r in recs]),
+        dataset=plan.name, samples=len(recs), rows=plan.rows, primary_metric=label, chosen_by=plan.chosen_by,
+        primary=sum(r.primary for r in recs) / len(recs), latency_p50_s=percentile([r.latency_s for r in recs], 50),
+        strict_metric=plan.strict,
+        strict=metrics.get(plan.strict) if plan.strict else None, metrics=metrics,
+        field_accuracy=mean_scores([r.field_scores for r in recs]),
+        judge_agreement=agreement([r.scores["judge"] for r in judged], [r.primary for r in judged]),
     )
 
 
@@ -128,8 +143,8 @@ def _summarise(spec: EvalModel, run: _ModelRun, entries: list[CachedAnswer], per
     )
 
 
-def _run_model(config: EvalConfig, run: _ModelRun, datasets: dict[str, list[Sample]],
-               cache: AnswerCache) -> tuple[ModelResult, list[SampleRecord]]:
+def _run_model(config: EvalConfig, run: _ModelRun, datasets: dict[str, list[Sample]], plans: dict[str, DatasetPlan],
+               cache: AnswerCache, judge: Judge | None) -> tuple[ModelResult, list[SampleRecord]]:
     spec = run.spec
     reset_peak_memory()
     entries: list[CachedAnswer] = []
@@ -142,8 +157,8 @@ def _run_model(config: EvalConfig, run: _ModelRun, datasets: dict[str, list[Samp
                 hits_before = run.hits
                 got = _ask(run, config, name, sample, cache)
                 entries.append(got)
-                recs.append(_record(config, spec, name, sample, got, cached=run.hits > hits_before))
-            per_dataset.append(_dataset_scores(config, name, samples, recs))
+                recs.append(_record(config, plans[name], spec, sample, got, run.hits > hits_before, judge))
+            per_dataset.append(_dataset_scores(plans[name], samples, recs))
             records += recs
     finally:
         if run.answerer is not None and run.provided is None:
@@ -155,6 +170,10 @@ def _run_model(config: EvalConfig, run: _ModelRun, datasets: dict[str, list[Samp
 def evaluate(config: EvalConfig, *, answerers: Mapping[str, Answerer | Backend] | None = None) -> EvalResult:
     """Compare models on cost, latency and accuracy; write results.{json,csv,md}, predictions and a plot.
 
+    Each dataset is ranked by one metric, chosen from its rows unless ``config.primary_metric`` is set
+    (see :mod:`moesaic.eval.scoring`); ``result.ranking`` says which. With ``config.judge``, a grader model
+    scores every question row too, and its agreement with that metric is reported.
+
     ``answerers`` (library use) maps model names to already-loaded backends or answerers to use instead of
     loading those models; they are not closed.
     """
@@ -165,25 +184,36 @@ def evaluate(config: EvalConfig, *, answerers: Mapping[str, Answerer | Backend] 
                           "key answerers by the models[].name they stand for")
     datasets = {d.name: load_samples(d, config.max_samples) for d in config.datasets}
     check_metrics(config, datasets)
+    plans = {name: plan_dataset(config, name, samples) for name, samples in datasets.items()}
+    for plan in plans.values():
+        log.info("%s", plan.describe())
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cache = AnswerCache(out, enabled=config.use_cache)
+    judge = Judge(config.judge, out, use_cache=config.use_cache) if config.judge is not None else None
     results: list[ModelResult] = []
     records: list[SampleRecord] = []
-    for spec in config.models:
-        run = _ModelRun(spec, provided.get(spec.name))
-        result, recs = _run_model(config, run, datasets, cache)
-        log.info("%s: accuracy %.3f, p50 %.3fs, %d cache hits", spec.name, result.accuracy,
-                 result.latency_p50_s, result.cache_hits)
-        results.append(result)
-        records += recs
-        del run
-        release_memory()
+    try:
+        for spec in config.models:
+            run = _ModelRun(spec, provided.get(spec.name))
+            result, recs = _run_model(config, run, datasets, plans, cache, judge)
+            log.info("%s: accuracy %.3f, p50 %.3fs, %d cache hits", spec.name, result.accuracy,
+                     result.latency_p50_s, result.cache_hits)
+            results.append(result)
+            records += recs
+            del run
+            release_memory()
+    finally:
+        if judge is not None:
+            judge.close()
     files = {name: str(out / filename) for name, filename in REPORT_FILES.items()}
     files["plot"] = str(out / PLOT_NAME)
     files["config"] = str(config.save(out))
+    judge_info = None if judge is None else {"model": judge.config.model, "prompt_version": judge.config.prompt_version,
+                                             "calls": judge.calls, "cache_hits": judge.hits}
     result = EvalResult(out=str(out), models=results, cache_hits=sum(m.cache_hits for m in results),
-                        pareto=pareto_front(results), files=files)
+                        pareto=pareto_front(results), ranking=[p.describe() for p in plans.values()],
+                        judge=judge_info, files=files)
     plot_pareto(result, out / PLOT_NAME)
     write_reports(result, records, out)
     return result
