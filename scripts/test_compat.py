@@ -83,14 +83,17 @@ def make_venv(version: str, root: Path) -> Path:
     return python
 
 
-def run_tests(python: Path, tests: list[str], extra: list[str]) -> dict[str, object]:
+def run_tests(python: Path, tests: list[str], extra: list[str], log_path: Path) -> dict[str, object]:
+    """pytest in that venv; its whole output goes to ``log_path`` (follow it with tail -f)."""
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    proc = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, *tests],
-                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-300:]
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.run([str(python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *extra, *tests],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+    lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    tail = lines[-1] if lines else "no output"
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped)", tail)}
-    failed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    failed = [line.split()[1] for line in lines if line.startswith(("FAILED ", "ERROR "))]
     return {"rc": proc.returncode, "summary": tail, "counts": counts, "failed": failed,
             "seconds": round(time.monotonic() - started, 1)}
 
@@ -100,6 +103,7 @@ def main() -> int:
     parser.add_argument("versions", nargs="*", help="transformers versions (default: %s + the newest)" % VERSIONS)
     parser.add_argument("--pytest-args", default="", help="extra pytest arguments, e.g. '-m \"not slow\"'")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--tests", nargs="+", default=TESTS, help="test paths (default: the transformers-facing ones)")
     args = parser.parse_args()
     versions = args.versions or VERSIONS + [v for v in [newest_release()] if v and v not in VERSIONS]
     root = Path(os.environ.get("MOESAIC_COMPAT_DIR", Path(tempfile.gettempdir()) / "moesaic-compat"))
@@ -114,8 +118,9 @@ def main() -> int:
                          "failed": [], "seconds": 0.0, "missing": []})
             continue
         missing = missing_requirements(python, version)
-        print(f"[compat] transformers {version}: running {len(TESTS)} test paths", flush=True)
-        result = run_tests(python, TESTS, shlex.split(args.pytest_args))
+        log_path = root / f"transformers-{version}.log"
+        print(f"[compat] transformers {version}: running {len(args.tests)} test paths (output: {log_path})", flush=True)
+        result = run_tests(python, args.tests, shlex.split(args.pytest_args), log_path)
         rows.append({"version": version, "missing": missing, **result})
         print(f"[compat] transformers {version}: {result['summary']}", flush=True)
     print()
