@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "describe-product": ("moesaic.tasks.product.command:describe_product", "product attributes (JSON) and a grounded description"),
     "index": ("moesaic.tasks.search.commands:index", "index images (folder, CSV, JSONL) and videos for search"),
     "search": ("moesaic.tasks.search.query:search", "find indexed images and video moments by text or --image"),
-    "find": ("moesaic.tasks.search.find:find", "find when something appears in a video: time ranges"),
+    "find": ("moesaic.tasks.search.video_find:find", "find when something appears in a video: time ranges"),
     "fewshot": ("moesaic.tasks.fewshot:fewshot", "answer with worked examples (images + answers) in the prompt"),
     "video": ("moesaic.tasks.video:video", "answer a question about a video, clip by clip, with timestamps"),
     "batch": ("moesaic.tasks.batch:batch", "run a task over a folder, CSV or JSONL of images (resumable)"),

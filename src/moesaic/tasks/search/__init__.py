@@ -3,7 +3,7 @@
 
 from moesaic.tasks.search.commands import IndexConfig, IndexResult, index
 from moesaic.tasks.search.embedders import CaptionEmbedder, DualEncoderEmbedder, ImageEmbedder, make_embedder
-from moesaic.tasks.search.find import FindConfig, FindResult, FoundRange, find
+from moesaic.tasks.search.video_find import FindConfig, FindResult, FoundRange, find
 from moesaic.tasks.search.frames import FrameSampling, sample_frames
 from moesaic.tasks.search.query import SearchConfig, SearchHit, SearchResult, search
 from moesaic.tasks.search.store import VectorStore

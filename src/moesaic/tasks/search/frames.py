@@ -4,7 +4,8 @@ Every decoded frame is shrunk to a 32×32 thumbnail and compared with the thumbn
 frame; when more than ``change`` of its pixels moved by more than :data:`PIXEL_STEP` (on a 0–1 scale, the
 largest channel), the frame is sampled at once (at most ``2 × dense_fps`` a second) and the next
 ``dense_seconds`` are sampled at ``dense_fps``. Otherwise one frame every ``1 / floor_fps`` seconds is
-sampled. Because a frame is taken as soon as the picture differs from the last sample, each sample stands
+sampled. A frame within half a frame period of its due time counts as due, so a 10 fps video sampled at
+4 fps gets a frame every 0.2 s, never every 0.3 s. Because a frame is taken as soon as the picture differs from the last sample, each sample stands
 for the time until the next one: that is the span a search hit covers.
 
 Sampled frames are scaled by the decoder (swscale) to at most ``max_side`` pixels; no full-resolution
@@ -41,7 +42,7 @@ class FrameSampling(FrozenModel):
 
     floor_fps: float = Field(1.0, gt=0.0, le=30.0, description="frames sampled per second everywhere")
     dense_fps: float = Field(4.0, gt=0.0, le=30.0, description="frames per second for a while after a change")
-    dense_seconds: float = Field(2.0, ge=0.0, le=60.0, description="how long dense sampling lasts after a change")
+    dense_seconds: float = Field(1.0, ge=0.0, le=60.0, description="how long dense sampling lasts after a change")
     change: float = Field(0.02, gt=0.0, le=1.0, description="share of the picture that must change to sample")
     max_side: int = Field(448, ge=32, le=4096, description="sampled frames are scaled to at most this many pixels")
 
@@ -98,9 +99,10 @@ def sample_frames(path: str | Path, sampling: FrameSampling | None = None) -> It
     """Stream the sampled frames of the first video stream, in time order, at reduced size."""
     sampling = sampling or FrameSampling()
     path = Path(path)
-    eps = 1e-6
     last_t, last_thumb, dense_until = -1.0, None, -1.0
     with open_video(path) as container:
+        # a frame within half a frame period of its due time is taken: the rates are met, not undershot
+        eps = 0.5 / (float(container.streams.video[0].average_rate or 0) or 25.0) + 1e-6
         for raw in _decoded(path, container):
             t = float(raw.time or 0.0)
             thumb = _thumb(raw)  # (32, 32, 3)

@@ -233,8 +233,8 @@ class VectorStore:
             sql += f" AND v.path IN ({', '.join('?' * len(videos))})"
             params += list(videos)
         sql += " ORDER BY v.path, f.time"
-        return [FrameScore(p, float(dur), int(item), float(t), round(1.0 - float(d), 6))
-                for p, dur, item, t, d in self.db.execute(sql, params).fetchall()]
+        return [FrameScore(p, float(dur), int(item), float(t), round(1.0 - float(1.0 if d is None else d), 6))
+                for p, dur, item, t, d in self.db.execute(sql, params).fetchall()]  # d is NULL for a zero vector
 
     def matching(self, item_ids: Sequence[int], where: Sequence[tuple[str, str]]) -> set[int]:
         """The ids among ``item_ids`` that pass every attribute filter."""

@@ -27,6 +27,7 @@ from moesaic.tasks.search.query import CONTRAST, MIN_SCORE, query_vector
 from moesaic.tasks.search.ranges import video_ranges
 from moesaic.tasks.search.store import VectorStore
 from moesaic.tasks.search.video_index import index_video, is_video
+from moesaic.tasks.sources import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
     from moesaic.backends.base import Backend
@@ -149,6 +150,9 @@ def _video_path(config: FindConfig) -> Path:
     path = Path(config.video).expanduser()
     if not path.is_file():
         raise InputError(f"video {path} does not exist", "check the path", param="video")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"{path} is an image, not a video",
+                         "to search images, index them (moesaic index FOLDER --db DB) and use moesaic search", param="video")
     if not is_video(path):
         log.info("%s has no usual video suffix; trying to decode it anyway", path)
     return path.resolve()
