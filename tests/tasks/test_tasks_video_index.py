@@ -129,7 +129,7 @@ def test_index_a_folder_of_images_and_videos_then_search_both(tmp_path: Path, ne
     db = tmp_path / "media.db"
     built = index(IndexConfig(source=str(folder), db=str(db)))
     assert (built.added, built.total, built.videos_added, built.videos) == (2, 2, 1, 1)
-    assert built.frames == built.frames_added > 30 and "1 videos" in built.render()
+    assert built.frames == built.frames_added > 30 and "1 video indexed" in built.render()
     hits = search(SearchConfig(query="red", db=str(db), k=3, contrast=0.05, min_score=0.2)).hits
     kinds = {(h.kind, Path(h.ref).name) for h in hits}
     assert ("image", "red-t-shirt.png") in kinds and ("video", "needle.mp4") in kinds

@@ -62,12 +62,19 @@ class IndexResult(BaseModel):
     failed: list[str] = Field(default_factory=list, description="images or videos that could not be read, with why")
 
     def render(self) -> str:
-        text = (f"{self.db}: {self.added} added, {self.updated} re-embedded, {self.skipped} unchanged, "
-                f"{self.removed} removed; {self.total} images ({self.embedder}, {self.dim}-d)")
+        lines = []
+        if self.added or self.updated or self.skipped or self.removed or self.total or not self.videos:
+            lines.append(f"{self.db}: {self.added} added, {self.updated} re-embedded, {self.skipped} unchanged, "
+                         f"{self.removed} removed; {self.total} images ({self.embedder}, {self.dim}-d)")
         if self.videos or self.videos_added or self.videos_skipped:
-            text += (f"\nvideos: {self.videos_added} indexed ({self.frames_added} frames), {self.videos_skipped} "
-                     f"unchanged; {self.videos} videos, {self.frames} frames in the index")
-        return "\n".join([text, *(f"failed: {f}" for f in self.failed)])
+            lines.append(f"{self.db}: {_n(self.videos_added, 'video')} indexed ({_n(self.frames_added, 'frame')}), "
+                         f"{self.videos_skipped} unchanged; {_n(self.videos, 'video')} and "
+                         f"{_n(self.frames, 'frame')} in the index ({self.embedder}, {self.dim}-d)")
+        return "\n".join([*lines, *(f"failed: {f}" for f in self.failed)])
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _fingerprint(row: ImageRow, with_hash: bool) -> Fingerprint:

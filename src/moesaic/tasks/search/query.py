@@ -7,6 +7,7 @@ ranges and images are ranked together by that score.
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -20,11 +21,22 @@ from moesaic.tasks.search.ranges import VideoFilter, VideoScores, split_where, v
 from moesaic.tasks.search.store import VectorStore, parse_where
 
 __all__ = ["SearchConfig", "SearchHit", "SearchResult", "search", "query_vector", "CONTRAST", "MIN_SCORE",
-           "rank_videos"]
+           "rank_videos", "shown_path"]
 
 # Chosen on a validation video (benchmarks/video_search.py --calibrate), not on the test videos.
 CONTRAST = 0.15
 MIN_SCORE = 0.56
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies under it (for display only)."""
+    if "://" in path or path.startswith("data:"):
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive
+        return path
+    return path if rel.startswith("..") else rel
 
 
 class SearchConfig(CommandConfig):
@@ -71,7 +83,8 @@ class SearchHit(BaseModel):
     time: float | None = Field(None, description="when the range's best frame was sampled, seconds")
 
     def where(self) -> str:
-        return self.ref if self.kind == "image" else f"{self.ref} [{self.start:.2f}s – {self.end:.2f}s]"
+        ref = shown_path(self.ref)
+        return ref if self.kind == "image" else f"{ref} [{self.start:.2f}s – {self.end:.2f}s]"
 
 
 class SearchResult(BaseModel):

@@ -23,7 +23,7 @@ from moesaic.errors import InputError
 from moesaic.tasks.base import STARTER, is_starter, prompt_backend
 from moesaic.tasks.search.embedders import make_embedder
 from moesaic.tasks.search.frames import FrameSampling, frame_at
-from moesaic.tasks.search.query import CONTRAST, MIN_SCORE, query_vector
+from moesaic.tasks.search.query import CONTRAST, MIN_SCORE, query_vector, shown_path
 from moesaic.tasks.search.ranges import video_ranges
 from moesaic.tasks.search.store import VectorStore
 from moesaic.tasks.search.video_index import index_video, is_video
@@ -96,7 +96,7 @@ class FindResult(BaseModel):
 
     def render(self) -> str:
         if not self.ranges:
-            return (f"{self.query!r} is not in {self.video}: no moment stands out (best frame {self.best:.3f} at "
+            return (f"{self.query!r} is not in {shown_path(self.video)}: no moment stands out (best frame {self.best:.3f} at "
                     f"{self.best_time:.2f}s, typical {self.typical:.3f})")
         rows = []
         for r in self.ranges:
