@@ -171,6 +171,30 @@ def test_a_broken_video_is_reported_and_the_rest_indexed(tmp_path: Path, needle:
         index(IndexConfig(source=str(tmp_path / "empty"), db=str(tmp_path / "e.db")))
 
 
+def test_an_interrupted_video_leaves_nothing_half_indexed(tmp_path: Path, needle: Path, colours: ColourEmbedder,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from moesaic.tasks.search import video_index
+
+    monkeypatch.setattr(video_index, "COMMIT_FRAMES", 4)
+    real, calls = colours.describe, {"n": 0}
+
+    def interrupted(image: object, extra: object = None) -> Described:
+        calls["n"] += 1
+        if calls["n"] == 10:  # after two committed batches
+            raise KeyboardInterrupt
+        return real(image)
+
+    monkeypatch.setattr(colours, "describe", interrupted)
+    cfg = IndexConfig(source=str(needle), db=str(tmp_path / "i.db"), sampling=FrameSampling(floor_fps=0.5))
+    with pytest.raises(KeyboardInterrupt):
+        index(cfg)
+    with VectorStore(tmp_path / "i.db") as store:
+        assert store.counts() == (0, 0, 0) and store.count() == 0 and store.videos() == []
+    monkeypatch.setattr(colours, "describe", real)
+    again = index(cfg)
+    assert again.videos_added == 1 and again.frames == again.frames_added > 10
+
+
 def test_find_indexes_once_and_verify_reranks(tmp_path: Path, needle: Path, colours: ColourEmbedder,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOESAIC_CACHE_DIR", str(tmp_path / "cache"))

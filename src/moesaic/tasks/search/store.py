@@ -149,10 +149,11 @@ class VectorStore:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
 
     def counts(self) -> tuple[int, int, int]:
-        """(images, videos, sampled frames)."""
-        frames = int(self.db.execute("SELECT count(*) FROM frames").fetchone()[0])
-        videos = int(self.db.execute("SELECT count(*) FROM videos").fetchone()[0])
-        return self.count() - frames, videos, frames
+        """(images, indexed videos, their sampled frames)."""
+        all_frames = int(self.db.execute("SELECT count(*) FROM frames").fetchone()[0])
+        videos, frames = self.db.execute("SELECT count(DISTINCT v.id), count(f.item_id) FROM videos v "
+                                         "LEFT JOIN frames f ON f.video_id = v.id WHERE v.complete = 1").fetchone()
+        return self.count() - all_frames, int(videos), int(frames)
 
     def fingerprint(self, ref: str) -> Fingerprint | None:
         row = self.db.execute("SELECT mtime_ns, size, sha256 FROM items WHERE ref = ?", (ref,)).fetchone()

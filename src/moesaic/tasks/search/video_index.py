@@ -2,7 +2,8 @@
 
 A video is skipped when its modification time and size, and the sampling it was indexed with, are
 unchanged (or its SHA-256 is, after a touch). Frames are committed in batches, but the video only counts
-as indexed once its last frame is in: an interrupted video is indexed again from the start next time.
+as indexed once its last frame is in: a video that fails or is interrupted is removed again (and one left
+half-written by a killed process is indexed again from the start next time).
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ def index_video(store: VectorStore, embedder: ImageEmbedder, path: Path, samplin
         step = 1.0 / info.fps
         store.finish_video(video_id, round(max(last + step, info.duration or 0.0), 3))
         store.db.commit()
-    except BaseException:
+    except BaseException:  # a video is in the index whole or not at all
         store.db.rollback()
+        with store.db:
+            store.remove_video(str(path))
         raise
     for _ in ticks:
         pass
