@@ -102,6 +102,9 @@ def _plan(store: VectorStore, row: ImageRow) -> tuple[str, Fingerprint]:
 
 def _sources(source: str) -> tuple[list[ImageRow], list[Path]]:
     """The images and the videos ``source`` names (a folder may hold both)."""
+    if not Path(source).expanduser().exists():
+        raise InputError(f"{source} does not exist", "pass a folder of images or videos, a .csv or .jsonl file, or a video",
+                         param="source")
     videos = list_videos(source)
     if videos and Path(source).expanduser().is_file():
         return [], videos
