@@ -160,17 +160,11 @@ def _video_path(config: FindConfig) -> Path:
 
 def find(config: FindConfig) -> FindResult:
     """Find when something (words or an example image) appears in a video: time ranges, best first."""
-    _video_path(config)  # before loading a model
-    backend = None
-    if config.verify:
-        from moesaic.backends.registry import load_backend
-
-        backend = load_backend(config.model, backend=config.backend)
-    return run_find(config, backend)
+    return run_find(config)
 
 
 def run_find(config: FindConfig, backend: "Backend | None" = None) -> FindResult:
-    """:func:`find` with the verifying backend already loaded (or none, without --verify)."""
+    """:func:`find` with the verifying backend already loaded (``--verify`` loads ``--model`` otherwise)."""
     path = _video_path(config)
     db = Path(config.db) if config.db else cache_db(config.embedder, config.ocr)
     embedder = make_embedder(config.embedder, ocr=config.ocr)
@@ -184,7 +178,10 @@ def run_find(config: FindConfig, backend: "Backend | None" = None) -> FindResult
         ranges = [FoundRange(start=s.start, end=s.end, score=round(s.score, 6), time=s.time, frames=s.frames,
                              caption=store.item(s.item_id)[0]) for s in spans]
     if config.verify and ranges:
-        assert backend is not None, "run_find(verify=True) needs a backend"
+        if backend is None:  # loaded only when there is something to verify
+            from moesaic.backends.registry import load_backend
+
+            backend = load_backend(config.model, backend=config.backend)
         ranges = _verify(config, backend, path, ranges)
     return FindResult(video=str(path), query=config.query or f"image:{config.image}", db=str(db),
                       indexed_now=outcome.action in ("new", "changed"), duration=round(scores.duration, 3),
