@@ -39,6 +39,8 @@ def test_the_needle_is_found_by_words_with_the_right_time_range(haystack: tuple[
     assert _iou((top.start, top.end), (12.0, 13.5)) >= 0.6
     assert abs(top.start - 12.0) <= 0.5 and abs(top.end - 13.5) <= 0.5
     assert len(result.ranges) == 1 and "red" in top.caption
+    checked = find(FindConfig(video=str(video), query="a red ball", db=str(db), ocr=False, verify=True))
+    assert checked.ranges[0].verified is True and checked.ranges[0].answer.startswith("Yes")  # starter experts
 
 
 @pytest.mark.parametrize("absent", ["a yellow banana", "a dog", "a green bag", "a red car"])
