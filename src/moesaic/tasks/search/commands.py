@@ -40,7 +40,8 @@ class IndexConfig(CommandConfig):
     embedder: str = Field("starter", description="'starter' (offline captions + MiniLM) or 'clip:<model>'")
     ocr: bool = Field(True, description="read text in images into the caption (starter embedder)")
     prune: bool = Field(False, description="drop indexed images and videos that the source no longer lists")
-    sampling: FrameSampling = Field(default_factory=FrameSampling, description="which video frames are indexed")
+    sampling: FrameSampling = Field(default_factory=FrameSampling,
+                                    description="which video frames are indexed (--sampling.floor_fps 2, …)")
 
 
 class IndexResult(BaseModel):
@@ -103,8 +104,8 @@ def _plan(store: VectorStore, row: ImageRow) -> tuple[str, Fingerprint]:
 def _sources(source: str) -> tuple[list[ImageRow], list[Path]]:
     """The images and the videos ``source`` names (a folder may hold both)."""
     if not Path(source).expanduser().exists():
-        raise InputError(f"{source} does not exist", "pass a folder of images or videos, a .csv or .jsonl file, or a video",
-                         param="source")
+        raise InputError(f"{source} does not exist",
+                         "pass a folder of images or videos, a .csv or .jsonl file, or a video", param="source")
     videos = list_videos(source)
     if videos and Path(source).expanduser().is_file():
         return [], videos
@@ -116,7 +117,8 @@ def _sources(source: str) -> tuple[list[ImageRow], list[Path]]:
         raise
 
 
-def _index_images(store: VectorStore, rows: list[ImageRow], embedder: ImageEmbedder, failed: list[str]) -> dict[str, int]:
+def _index_images(store: VectorStore, rows: list[ImageRow], embedder: ImageEmbedder,
+                  failed: list[str]) -> dict[str, int]:
     counts = {"new": 0, "changed": 0, "skip": 0, "touch": 0}
     pending = 0
     store.db.execute("BEGIN")

@@ -5,8 +5,8 @@ frame; when more than ``change`` of its pixels moved by more than :data:`PIXEL_S
 largest channel), the frame is sampled at once (at most ``2 × dense_fps`` a second) and the next
 ``dense_seconds`` are sampled at ``dense_fps``. Otherwise one frame every ``1 / floor_fps`` seconds is
 sampled. A frame within half a frame period of its due time counts as due, so a 10 fps video sampled at
-4 fps gets a frame every 0.2 s, never every 0.3 s. Because a frame is taken as soon as the picture differs from the last sample, each sample stands
-for the time until the next one: that is the span a search hit covers.
+4 fps gets a frame every 0.2 s, never every 0.3 s. Because a frame is taken as soon as the picture differs
+from the last sample, each sample stands for the time until the next one: the span a search hit covers.
 
 Sampled frames are scaled by the decoder (swscale) to at most ``max_side`` pixels; no full-resolution
 picture is kept, and frames stream out one at a time, so memory does not grow with the video's length.

@@ -49,8 +49,9 @@ class SearchConfig(CommandConfig):
     where: list[str] = Field(default_factory=list,
                              description="filters key=value (colour=red, type=t-shirt, video=clip.mp4, time>=10)")
     contrast: float = Field(CONTRAST, ge=0.0, le=2.0,
-                            description="a video frame matches when it scores this much above the video's typical frame")
-    min_score: float = Field(MIN_SCORE, ge=-1.0, le=1.0, description="a video frame matches only when it scores at least this")
+                            description="a video frame matches when it scores this much above its video's typical one")
+    min_score: float = Field(MIN_SCORE, ge=-1.0, le=1.0,
+                             description="a video frame matches only when it scores at least this")
 
     @field_validator("where", mode="before")
     @classmethod
@@ -127,7 +128,8 @@ def search(config: SearchConfig) -> SearchResult:
     where = parse_where(rest)
     with VectorStore(config.db) as store:
         if store.count() == 0:
-            raise NotFoundError(f"the index {config.db} is empty", f"add images or videos: moesaic index FOLDER --db {config.db}")
+            raise NotFoundError(f"the index {config.db} is empty",
+                                f"add images or videos: moesaic index FOLDER --db {config.db}")
         meta = store.meta()
         embedder = make_embedder(meta.get("embedder", "starter"))
         vector = query_vector(embedder, config.query, config.image, int(meta.get("dim", embedder.dim)))

@@ -46,7 +46,8 @@ class FindConfig(CommandConfig):
     db: str | None = Field(None, description="the index to keep the video's frames in (default: a cached one)")
     embedder: str = Field("starter", description="'starter' (offline captions + MiniLM) or 'clip:<model>'")
     ocr: bool = Field(True, description="read text in frames into the caption (starter embedder)")
-    sampling: FrameSampling = Field(default_factory=FrameSampling, description="which frames are indexed")
+    sampling: FrameSampling = Field(default_factory=FrameSampling,
+                                    description="which frames are indexed (--sampling.floor_fps 2, …)")
     k: int = Field(5, ge=1, le=1000, description="how many ranges")
     contrast: float = Field(CONTRAST, ge=0.0, le=2.0,
                             description="a frame matches when it scores this much above the video's typical frame")
@@ -152,7 +153,8 @@ def _video_path(config: FindConfig) -> Path:
         raise InputError(f"video {path} does not exist", "check the path", param="video")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(f"{path} is an image, not a video",
-                         "to search images, index them (moesaic index FOLDER --db DB) and use moesaic search", param="video")
+                         "to search images, index them (moesaic index FOLDER --db DB) and use moesaic search",
+                         param="video")
     if not is_video(path):
         log.info("%s has no usual video suffix; trying to decode it anyway", path)
     return path.resolve()
