@@ -22,6 +22,8 @@ _LAZY = {
     "serve": "moesaic.serve.app:serve",
     "evaluate": "moesaic.eval.run:evaluate",
     "EvalConfig": "moesaic.eval.config:EvalConfig",
+    "find": "moesaic.tasks.search.video_find:find",
+    "FindConfig": "moesaic.tasks.search.video_find:FindConfig",
     "MoesaicError": "moesaic.errors:MoesaicError",
 }
 

@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from moesaic.errors import MissingDependencyError, missing_extra
 
-__all__ = ["COLOURS", "SHAPES", "draw_product", "save_products", "write_colour_video", "write_speech",
-           "write_samples"]
+__all__ = ["COLOURS", "SHAPES", "NEEDLE_EVENTS", "draw_product", "save_products", "write_colour_video",
+           "write_needle_video", "write_speech", "write_samples"]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (200, 30, 35),
@@ -96,6 +96,53 @@ def write_colour_video(path: Path, segments: list[tuple[tuple[int, int, int], fl
     return path
 
 
+NEEDLE_EVENTS: tuple[tuple[str, float, float], ...] = (("red-ball", 12.0, 13.5), ("blue-t-shirt", 20.0, 24.0))
+
+
+def _draw_object(frame: Image.Image, name: str) -> None:
+    """``<colour>-ball`` or ``<colour>-<t-shirt|shoe|bag>`` drawn in the middle of ``frame``."""
+    colour, _, kind = name.partition("-")
+    w, h = frame.size
+    side = int(h * 0.7)
+    left, top = (w - side) // 2, (h - side) // 2
+    if kind == "ball":
+        ImageDraw.Draw(frame).ellipse([left, top, left + side, top + side], fill=COLOURS[colour])
+    else:
+        frame.paste(draw_product(kind, colour, side), (left, top))
+
+
+def write_needle_video(path: Path, seconds: float = 30.0, events: tuple[tuple[str, float, float], ...] = NEEDLE_EVENTS,
+                       fps: int = 10, size: tuple[int, int] = (320, 180), seed: int = 0) -> Path:
+    """An MPEG-4 video of a plain, lightly textured backdrop on which each ``(object, start, end)`` event
+    shows an object (``red-ball``, ``blue-t-shirt``, …; see :func:`_draw_object`) in the middle of the
+    picture from ``start`` to ``end`` seconds: the haystack and its needles, with known times."""
+    try:
+        import av
+    except ImportError:
+        raise missing_extra("av", "tasks") from None
+    width, height = size
+    noise = np.random.default_rng(seed).normal(0.0, 4.0, (height, width, 3))  # (h, w, 3), the same every frame
+    backdrop = np.clip(np.array(BACKGROUND, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+    cache: dict[tuple[int, ...], np.ndarray] = {}
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        for i in range(round(seconds * fps)):
+            t = i / fps
+            shown = tuple(j for j, (_, start, end) in enumerate(events) if start <= t + 1e-9 < end)
+            if shown not in cache:
+                frame = Image.fromarray(backdrop)
+                for j in shown:
+                    _draw_object(frame, events[j][0])
+                cache[shown] = np.asarray(frame)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(cache[shown], format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def write_speech(path: Path, text: str, voice: str = "en-us") -> Path:
     """``text`` spoken by espeak-ng into a WAV file."""
     try:
@@ -113,6 +160,7 @@ def write_samples(folder: Path) -> dict[str, Path]:
     out["shirt"] = out["products"] / "red-t-shirt.png"
     out["video"] = write_colour_video(folder / "colours.mp4", [((200, 30, 35), 1.0), ((50, 150, 60), 1.5),
                                                                 ((40, 90, 210), 1.0)])
+    out["needle"] = write_needle_video(folder / "needle.mp4")
     out["question"] = write_speech(folder / "question.wav", "What colour is the shirt in this picture?")
     out["examples"] = folder / "examples.yaml"
     out["examples"].write_text(

@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from moesaic.backends.base import Backend
 
-__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "probe_duration", "split_clips", "video",
-           "run_video", "timeline", "chain_prompt"]
+__all__ = ["VideoConfig", "VideoResult", "ClipAnswer", "Frame", "decode_frames", "open_video", "probe_duration",
+           "reduced_size", "split_clips", "video", "run_video", "timeline", "chain_prompt"]
 
 log = logging.getLogger(__name__)
 THUMB = 32
@@ -47,6 +47,7 @@ class VideoConfig(CommandConfig):
     frames_per_clip: int = Field(1, ge=1, le=16, description="frames shown to the model per clip")
     max_frames: int = Field(100_000, ge=1, description="decode at most this many frames")
     keep_fps: float = Field(4.0, gt=0.0, le=60.0, description="full frames kept per second (plus one per scene cut)")
+    max_side: int = Field(768, ge=32, le=8192, description="kept frames are scaled to at most this many pixels")
     max_new_tokens: int = Field(64, ge=1, le=4096)
 
 
@@ -79,10 +80,11 @@ class VideoResult(BaseModel):
 class Frame:
     time: float
     thumb: np.ndarray  # (32, 32, 3) float32 RGB in [0, 1]
-    image: "Image.Image | None" = None  # kept only at the sampling rate and at scene cuts
+    image: "Image.Image | None" = None  # kept only at the sampling rate and at scene cuts, at most max_side pixels
 
 
-def _open_video(path: Path) -> Any:
+def open_video(path: Path) -> Any:
+    """The PyAV container of a readable video with a video stream (close it, or use it in ``with``)."""
     try:
         import av
     except ImportError:
@@ -99,15 +101,25 @@ def _open_video(path: Path) -> Any:
     return container
 
 
+def reduced_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so the longer side is at most ``max_side`` (never enlarged); even, as swscale prefers."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
 def decode_frames(
-    path: str | Path, max_frames: int = 100_000, *, keep_fps: float = 4.0, scene_threshold: float = 0.15
+    path: str | Path, max_frames: int = 100_000, *, keep_fps: float = 4.0, scene_threshold: float = 0.15,
+    max_side: int = 768,
 ) -> tuple[list[Frame], float]:
-    """Decode the first video stream: a thumbnail and timestamp for every frame, the full picture for
-    ``keep_fps`` frames per second and for the first frame after each scene cut; and the duration."""
+    """Decode the first video stream: a thumbnail and timestamp for every frame, the picture (scaled by the
+    decoder to at most ``max_side`` pixels) for ``keep_fps`` frames per second and for the first frame after
+    each scene cut; and the duration."""
     path = Path(path)
     frames: list[Frame] = []
     next_keep = 0.0
-    with _open_video(path) as container:
+    with open_video(path) as container:
         import av
 
         stream = container.streams.video[0]
@@ -120,7 +132,11 @@ def decode_frames(
                 keep = t >= next_keep or cut
                 if t >= next_keep:
                     next_keep = t + 1.0 / keep_fps
-                frames.append(Frame(t, thumb, raw.to_image() if keep else None))
+                image = None
+                if keep:
+                    width, height = reduced_size(raw.width, raw.height, max_side)
+                    image = raw.reformat(width=width, height=height, format="rgb24").to_image()
+                frames.append(Frame(t, thumb, image))
                 if len(frames) >= max_frames:
                     log.warning("%s: stopped after %d frames (max_frames)", path, max_frames)
                     break
@@ -195,7 +211,7 @@ def _chain(backend: "Backend | None", question: str, clips: list[ClipAnswer], ma
 
 def probe_duration(path: str | Path) -> float | None:
     """The duration the container declares, in seconds (None when it declares none)."""
-    with _open_video(Path(path)) as container:
+    with open_video(Path(path)) as container:
         stream = container.streams.video[0]
         if stream.duration is not None and stream.time_base is not None:
             return float(stream.duration * stream.time_base)
@@ -208,7 +224,8 @@ def _decode(config: VideoConfig) -> tuple[list[Frame], float]:
         declared = probe_duration(config.file)
         if declared:
             keep_fps = min(60.0, max(keep_fps, (config.frames_per_clip + 1) * config.clips / declared))
-    return decode_frames(config.file, config.max_frames, keep_fps=keep_fps, scene_threshold=config.scene_threshold)
+    return decode_frames(config.file, config.max_frames, keep_fps=keep_fps, scene_threshold=config.scene_threshold,
+                         max_side=config.max_side)
 
 
 def video(config: VideoConfig) -> VideoResult:
