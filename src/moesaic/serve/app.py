@@ -41,9 +41,11 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
     from moesaic.serve.metrics import ServeMetrics
     from moesaic.serve.middleware import GuardMiddleware
     from moesaic.serve.routes import openai_router, ops_router, sagemaker_router
-    from moesaic.serve.service import ChatService
+    from moesaic.serve.upstream import service_for, upstream_backend
 
     settings = settings or ServeConfig()
+    if backend is None and settings.upstream:
+        backend = upstream_backend(settings)
     if backend is None:
         from moesaic.backends.registry import load_backend
 
@@ -51,7 +53,7 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
                                  routing=settings.routing)
         backend = load_backend(settings.model, options, backend=settings.backend)
     metrics = ServeMetrics()
-    service = ChatService(backend, settings, metrics)
+    service = service_for(backend, settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
