@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["free_port", "transformers_serve", "RecordingEngine"]
+__all__ = ["free_port", "transformers_serve", "RecordingEngine", "FAKE_VLLM"]
 
 
 def free_port() -> int:
@@ -72,8 +72,8 @@ class RecordingEngine:
     ``delay_s``; ``fail`` = ``(status, body)`` makes chat completions fail; ``image_hits`` counts GETs of
     ``/img.png`` (a loopback image URL that must never be fetched through the gateway)."""
 
-    def __init__(self, reply: str = "a red square", delay_s: float = 0.0) -> None:
-        self.reply, self.delay_s = reply, delay_s
+    def __init__(self, reply: str = "a red square", delay_s: float = 0.0, key: str | None = None) -> None:
+        self.reply, self.delay_s, self.key = reply, delay_s, key
         self.bodies: list[dict[str, Any]] = []
         self.keys: list[str | None] = []
         self.fail: tuple[int, dict[str, Any]] | None = None
@@ -104,6 +104,8 @@ class RecordingEngine:
             body = await request.json()
             self.bodies.append(body)
             self.keys.append(request.headers.get("authorization"))
+            if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
+                return JSONResponse({"error": {"message": "invalid key"}}, status_code=401)
             if self.fail is not None:
                 return JSONResponse(self.fail[1], status_code=self.fail[0])
             words = self.reply.split(" ")[: body.get("max_tokens", 100)]
@@ -135,3 +137,33 @@ def _json(value: object) -> str:
     import json
 
     return json.dumps(value)
+
+
+# A stand-in `vllm` executable for tests of ``--engine vllm`` where vLLM is not installed: serves a
+# RecordingEngine on --port that demands the key from $VLLM_API_KEY, writes its argv and environment's key to
+# $FAKE_VLLM_RECORD, exits with $FAKE_VLLM_EXIT at once, or with status 5 $FAKE_VLLM_DIE_S seconds after it listens.
+FAKE_VLLM = """
+import json, os, sys, threading, time
+args = sys.argv[1:]
+record = os.environ["FAKE_VLLM_RECORD"]
+with open(record, "w") as fh:
+    json.dump({"argv": args, "key": os.environ.get("VLLM_API_KEY"), "pid": os.getpid()}, fh)
+if os.environ.get("FAKE_VLLM_EXIT"):
+    sys.exit(int(os.environ["FAKE_VLLM_EXIT"]))
+port = int(args[args.index("--port") + 1])
+def die_later():
+    import socket
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        time.sleep(0.1)
+    time.sleep(float(os.environ["FAKE_VLLM_DIE_S"]))
+    os._exit(5)
+if os.environ.get("FAKE_VLLM_DIE_S"):
+    threading.Thread(target=die_later, daemon=True).start()
+import signal, uvicorn
+signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises SIGTERM after draining: let the record follow
+from moesaic.testing.engines import RecordingEngine
+engine = RecordingEngine(reply="answered by the child", key=os.environ["VLLM_API_KEY"])
+uvicorn.run(engine.app(), host="127.0.0.1", port=port, log_level="warning")
+with open(record + ".stopped", "w") as fh:
+    fh.write("stopped by SIGTERM")
+"""
