@@ -200,6 +200,8 @@ def _run(app: "FastAPI", config: ServeConfig, watch: "Callable[[], int | None] |
     previous = signal.signal(signal.SIGTERM, lambda *_: log.info("stopped by SIGTERM")) if in_main else None
     try:
         server.run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn drained and re-raised SIGINT; a clean stop, as uvicorn.run has it
+        pass
     finally:
         server.should_exit = True
         if previous is not None:
@@ -207,3 +209,6 @@ def _run(app: "FastAPI", config: ServeConfig, watch: "Callable[[], int | None] |
     if died:
         raise MoesaicError(f"the model engine exited with status {died[0]}, so the server stopped",
                            "read the engine's output above for the cause")
+    if not server.started:
+        raise MoesaicError(f"the server could not start on {sagemaker_host(config)}:{config.port}",
+                           "read the log above (is the port in use? choose another with --port)")
