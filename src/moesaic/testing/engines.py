@@ -42,9 +42,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> 
 
 @contextlib.contextmanager
 def transformers_serve(model: str | Path, *, timeout_s: float = 240.0, log: Path | None = None,
-                       extra: tuple[str, ...] = ()) -> Iterator[str]:
+                       extra: tuple[str, ...] = (), procs: list[subprocess.Popen[bytes]] | None = None) -> Iterator[str]:
     """``transformers serve MODEL`` (offline, CPU, one thread) on a free loopback port; yields its root URL
-    (``http://127.0.0.1:PORT``; the OpenAI API is under ``/v1``) and stops it on exit."""
+    (``http://127.0.0.1:PORT``; the OpenAI API is under ``/v1``) and stops it on exit. ``procs`` receives
+    the process (for benchmarks that read its CPU time)."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -53,6 +54,8 @@ def transformers_serve(model: str | Path, *, timeout_s: float = 240.0, log: Path
     out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    if procs is not None:
+        procs.append(proc)
     try:
         _wait_healthy(url, proc, timeout_s)
         yield url
