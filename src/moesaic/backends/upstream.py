@@ -13,6 +13,7 @@ gateway, :mod:`moesaic.serve.upstream`) are provided; they build bodies and read
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,8 @@ from moesaic.inputs.messages import Turn
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
     from PIL import Image
+
+    from moesaic.backends.upstream_http import AsyncPool, StreamResponse
 
 __all__ = [
     "UpstreamConfig", "UpstreamBackend", "UpstreamError", "UpstreamUnavailableError", "folder_image_side",
@@ -194,13 +197,16 @@ def upstream_error(status: int, body: bytes, root: str) -> MoesaicError:
 
 
 def network_error(exc: Exception, root: str, timeout_s: float) -> MoesaicError:
-    """An httpx transport error as a moesaic error: 504 for a read timeout, 503 when unreachable."""
+    """A transport error (httpx's or :mod:`moesaic.backends.upstream_http`'s) as a moesaic error: 504 for a
+    read timeout, 503 when the engine cannot be reached, else 502."""
     import httpx
 
-    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+    from moesaic.backends.upstream_http import ConnectFailed, ReadTimedOut
+
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout | ReadTimedOut):
         return RequestTimeoutError(f"the model engine did not answer within {timeout_s:g} s",
                                    "ask for fewer max_tokens, or raise --request-timeout-s")
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | ConnectFailed):
         log.warning("the engine at %s cannot be reached: %s", root, exc)
         return UpstreamUnavailableError("the model engine cannot be reached",
                                         "start the engine, or check --upstream (see GET /health)")
@@ -261,7 +267,7 @@ class UpstreamBackend(Backend):
         self.config = config
         self.name = config.model
         self.image_side = config.image_side
-        self._async: httpx.AsyncClient | None = None
+        self._async: AsyncPool | None = None
         self._sync: httpx.Client | None = None
 
     @classmethod
@@ -279,11 +285,15 @@ class UpstreamBackend(Backend):
                 "timeout": httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
                 "limits": httpx.Limits(max_connections=n, max_keepalive_connections=n)}
 
-    def async_client(self) -> "httpx.AsyncClient":
-        import httpx
+    def pool(self) -> "AsyncPool":
+        """The gateway's keep-alive connections to the engine (created in the running event loop)."""
+        from moesaic.backends.upstream_http import AsyncPool
 
         if self._async is None:
-            self._async = httpx.AsyncClient(**self._client_kwargs())
+            headers = {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+            self._async = AsyncPool(self.config.root, headers=headers, max_connections=self.config.max_connections,
+                                    connect_timeout_s=self.config.connect_timeout_s,
+                                    read_timeout_s=self.config.timeout_s)
         return self._async
 
     async def aclose(self) -> None:
@@ -302,52 +312,58 @@ class UpstreamBackend(Backend):
 
     # --- async (the gateway) ---------------------------------------------------------------------
     async def acomplete(self, body: dict[str, Any]) -> Answer:
-        import httpx
-
         try:
-            response = await self.async_client().post(f"{self.config.url}/chat/completions", json=body)
-        except httpx.TransportError as exc:
+            response = await self.pool().request("POST", "/v1/chat/completions", json.dumps(body).encode())
+        except (OSError, TimeoutError) as exc:
             raise network_error(exc, self.config.root, self.config.timeout_s) from None
-        if response.status_code >= 400:
-            raise upstream_error(response.status_code, response.content, self.config.root)
+        if response.status >= 400:
+            raise upstream_error(response.status, response.content, self.config.root)
         try:
-            data = response.json()
+            data = json.loads(response.content)
         except ValueError:
             raise UpstreamError("the engine's answer is not JSON", "check --upstream") from None
         return parse_completion(data, self.config.model)
 
-    async def astream(self, body: dict[str, Any]) -> "httpx.Response":
+    async def astream(self, body: dict[str, Any]) -> "StreamResponse":
         """Send a streamed request and return the open response once its status is known (errors raise)."""
-        import httpx
-
-        client = self.async_client()
-        request = client.build_request("POST", f"{self.config.url}/chat/completions", json=body)
         try:
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as exc:
+            response = await self.pool().stream("POST", "/v1/chat/completions", json.dumps(body).encode())
+        except (OSError, TimeoutError) as exc:
             raise network_error(exc, self.config.root, self.config.timeout_s) from None
-        if response.status_code >= 400:
+        if response.status >= 400:
             try:
                 content = await response.aread()
+            except (OSError, TimeoutError):
+                content = b""
             finally:
                 await response.aclose()
-            raise upstream_error(response.status_code, content, self.config.root)
+            raise upstream_error(response.status, content, self.config.root)
         return response
 
-    async def achunks(self, response: "httpx.Response") -> AsyncIterator[StreamChunk]:
+    async def achunks(self, response: "StreamResponse") -> AsyncIterator[StreamChunk]:
         """The text chunks of an open streamed response, then the final :class:`Answer` chunk."""
-        import httpx
-
         state = new_state()
         try:
-            async for line in response.aiter_lines():
+            async for line in response.lines():
                 event = sse_data(line)
                 if event is not None:
                     for chunk in stream_chunks(event, self.config.model, state):
                         yield chunk
-        except httpx.TransportError as exc:
+        except (OSError, TimeoutError) as exc:
             raise network_error(exc, self.config.root, self.config.timeout_s) from None
         yield final_chunk(self.config.model, state)
+
+    async def ahealth(self, timeout_s: float) -> str | None:
+        """``None`` when the engine's ``/health`` (or, without one, ``/v1/models``) answers 200, else why not."""
+        pool = self.pool()
+        try:
+            for path in ("/health", "/v1/models"):
+                response = await asyncio.wait_for(pool.request("GET", path), timeout_s)
+                if response.status != 404:
+                    break
+        except (OSError, TimeoutError) as exc:
+            return f"cannot reach the engine ({type(exc).__name__})"
+        return None if response.status == 200 else f"the engine answered {response.status}"
 
     # --- blocking (the Python API) -----------------------------------------------------------------
     def _client(self) -> "httpx.Client":

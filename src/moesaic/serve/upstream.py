@@ -21,13 +21,13 @@ import anyio
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
 from moesaic.backends.upstream import UpstreamBackend, UpstreamConfig, folder_image_side
 from moesaic.errors import MoesaicError, OverloadedError, RequestTimeoutError
-from moesaic.inputs.messages import Turn
+from moesaic.inputs.messages import ChatMessage, Turn, image_refs, resolve_messages
 from moesaic.serve.metrics import ServeMetrics
-from moesaic.serve.service import ChatService
+from moesaic.serve.service import ChatService, approx_tokens
 from moesaic.serve.settings import ServeConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    import httpx
+    from moesaic.backends.upstream_http import StreamResponse
 
 __all__ = ["UpstreamService", "service_for", "upstream_backend"]
 
@@ -68,7 +68,7 @@ class UpstreamService(ChatService):
         self._health: tuple[float, dict[str, Any]] | None = None
 
     async def start(self) -> None:
-        self.backend.async_client()
+        self.backend.pool()
         log.info("fronting the engine at %s (model %r)", self.backend.config.url, self.backend.config.model)
         self.ready = True
         probe = await self.upstream_health()
@@ -101,6 +101,15 @@ class UpstreamService(ChatService):
     def _timeout(self) -> RequestTimeoutError:
         return RequestTimeoutError(f"the request took longer than {self.settings.request_timeout_s:g} s",
                                    "ask for fewer max_tokens, or raise --request-timeout-s")
+
+    async def decode(self, messages: list[ChatMessage]) -> list[Turn]:
+        """Text-only requests skip the decoding thread (a thread hop costs more than the work here)."""
+        if image_refs(messages):
+            return await super().decode(messages)
+        n_tokens = approx_tokens(messages)
+        if n_tokens > self.settings.max_prompt_tokens:
+            return await super().decode(messages)  # raises the limit's error
+        return resolve_messages(messages, self.policy, max_images=self.max_images())
 
     # ----- answering -----
     async def answer(self, turns: list[Turn], params: GenerationParams) -> Answer:
@@ -138,7 +147,7 @@ class UpstreamService(ChatService):
             raise
         return self._sse(self._relay(response), include_usage)
 
-    async def _relay(self, response: "httpx.Response") -> AsyncIterator[StreamChunk]:
+    async def _relay(self, response: "StreamResponse") -> AsyncIterator[StreamChunk]:
         """The engine's chunks until its answer ends, the deadline passes or our client goes away; closing
         this (the client disconnected) closes the upstream connection, which cancels the engine's work."""
         deadline = time.monotonic() + self.settings.request_timeout_s
@@ -170,20 +179,8 @@ class UpstreamService(ChatService):
         return result
 
     async def _probe(self) -> dict[str, Any]:
-        import httpx
-
-        config = self.backend.config
-        client = self.backend.async_client()
-        info: dict[str, Any] = {}  # /health is open to anyone: the engine's address stays in the log
-        try:
-            response = await client.get(f"{config.root}/health", timeout=HEALTH_TIMEOUT_S)
-            if response.status_code == 404:  # engines without /health
-                response = await client.get(f"{config.url}/models", timeout=HEALTH_TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            return info | {"status": "down", "error": f"cannot reach the engine ({type(exc).__name__})"}
-        if response.status_code != 200:
-            return info | {"status": "down", "error": f"the engine answered {response.status_code}"}
-        return info | {"status": "ok"}
+        error = await self.backend.ahealth(HEALTH_TIMEOUT_S)  # the engine's address stays out: /health is open
+        return {"status": "ok"} if error is None else {"status": "down", "error": error}
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         upstream = await self.upstream_health() if self.ready else {"status": "down", "error": "not started"}
