@@ -189,3 +189,19 @@ def test_openai_sdk_and_invocations_through_transformers_serve(transformers_engi
         with pytest.raises(openai.BadRequestError, match="loopback|private|not allowed"):
             client.chat.completions.create(model=folder, max_tokens=2, messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": f"{engine_url}/v1/models"}}]}])
+
+
+def test_blocking_backend_for_the_python_api(engine):
+    from moesaic.backends.base import GenerationParams
+    from moesaic.backends.upstream import UpstreamBackend, UpstreamConfig
+    from moesaic.inputs.messages import question_messages, resolve_messages
+
+    backend = UpstreamBackend(UpstreamConfig(url=engine.url, model="tiny", image_side=16))
+    turns = resolve_messages(question_messages("Colour?", [data_url(png_bytes((0, 0, 255), (64, 64)))]))
+    answer = backend.generate(turns, GenerationParams(max_new_tokens=2))
+    assert answer.text == "a red" and answer.completion_tokens == 2 and answer.model == "tiny"
+    chunks = list(backend.stream(turns, GenerationParams(max_new_tokens=3)))
+    assert "".join(c.text for c in chunks) == "a red square" and chunks[-1].answer.text == "a red square"
+    sent = engine.bodies[0]["messages"][0]["content"][0]["image_url"]["url"]
+    assert Image.open(io.BytesIO(base64.b64decode(sent.split(",", 1)[1]))).size == (16, 16)
+    backend.close()
