@@ -96,11 +96,15 @@ class StreamResponse:
     async def aread(self) -> bytes:
         return b"".join([p async for p in self._pieces()])
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Give the connection back (kept alive only when the body was read to its end); idempotent."""
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         if conn is not None:
             keep = self._done and self.headers.get("connection", "").lower() != "close"
             self._pool._release(conn, keep)
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 async def _read(awaitable: object, timeout: float) -> bytes:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -54,6 +55,18 @@ def service_for(backend: Backend, settings: ServeConfig, metrics: ServeMetrics) 
     if isinstance(backend, UpstreamBackend):
         return UpstreamService(backend, settings, metrics)
     return ChatService(backend, settings, metrics)
+
+
+def _once(fn: Callable[[], object]) -> Callable[[], None]:
+    called = False
+
+    def run() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return run
 
 
 class UpstreamService(ChatService):
@@ -145,9 +158,12 @@ class UpstreamService(ChatService):
             if isinstance(exc, MoesaicError):
                 self._note_failure(exc)
             raise
-        return self._sse(self._relay(response), include_usage)
+        done = _once(lambda: (response.close(), self._release()))
+        events = self._sse(self._relay(response, done), include_usage)
+        weakref.finalize(events, done)  # a stream never iterated (client gone before the first byte)
+        return events
 
-    async def _relay(self, response: "StreamResponse") -> AsyncIterator[StreamChunk]:
+    async def _relay(self, response: "StreamResponse", done: Callable[[], None]) -> AsyncIterator[StreamChunk]:
         """The engine's chunks until its answer ends, the deadline passes or our client goes away; closing
         this (the client disconnected) closes the upstream connection, which cancels the engine's work."""
         deadline = time.monotonic() + self.settings.request_timeout_s
@@ -158,10 +174,9 @@ class UpstreamService(ChatService):
                     raise self._timeout()
                 yield chunk
         finally:
-            with anyio.CancelScope(shield=True):  # also when our task is being cancelled
+            done()  # synchronous: runs even while this task is being cancelled
+            with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await response.aclose()
-            self._release()
 
     # ----- health -----
     def _note_failure(self, exc: MoesaicError) -> None:
