@@ -1,13 +1,14 @@
-"""EXPERIMENTAL vLLM plugin (not run on a GPU yet): vLLM serves Idefics3/SmolVLM merges whose text model is an MoE.
+"""EXPERIMENTAL vLLM plugin, not run on a GPU yet: meant to let vLLM serve Idefics3/SmolVLM MoE merges.
 
 vLLM 0.32's Idefics3 model (which its SmolVLM model subclasses) builds its text model as a dense
-``LlamaModel`` whatever ``text_config`` says, so an Idefics3/SmolVLM whose ``text_config`` is Mixtral (moesaic's
-headline merge output) cannot load there. This plugin, found by vLLM through the ``vllm.general_plugins``
-entry point, registers replacements for ``Idefics3ForConditionalGeneration`` and
-``SmolVLMForConditionalGeneration`` that build the text model from ``text_config.model_type`` with vLLM's own
-implementation of that family (:data:`TEXT_MODELS`); for a dense Llama text model they build exactly what
-vLLM builds. vLLM's LLaVA, LLaVA-OneVision, Mistral3 and InternVL already build their language model from
-``text_config`` and are left alone; vLLM 0.32 has no Idefics2 model at all.
+``LlamaModel`` whatever ``text_config`` says, so an Idefics3/SmolVLM whose ``text_config`` is Mixtral
+(moesaic's headline merge output) gets a dense text model whose weights do not match (read in vLLM 0.32.0's
+source). This plugin, found by vLLM through the ``vllm.general_plugins`` entry point, registers
+replacements for ``Idefics3ForConditionalGeneration`` and ``SmolVLMForConditionalGeneration`` that build the text model from ``text_config.model_type`` with vLLM's own
+implementation of that family (:data:`TEXT_MODELS`); for a dense Llama text model they construct the same
+``LlamaModel`` vLLM's own class constructs. vLLM's LLaVA, LLaVA-OneVision, Mistral3 and InternVL already
+build their language model from ``text_config`` (read in the same sources) and are left alone; vLLM 0.32
+has no Idefics2 model at all.
 
 This module imports no vLLM: the classes live in :mod:`moesaic.vllm_plugin.idefics3`, which vLLM imports
 only when it loads such a model. ``MOESAIC_VLLM_PLUGIN=0`` turns the plugin off.
