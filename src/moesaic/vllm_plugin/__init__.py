@@ -5,8 +5,9 @@ vLLM 0.32's Idefics3 model (which its SmolVLM model subclasses) builds its text 
 (moesaic's headline merge output) gets a dense text model whose weights do not match (read in vLLM 0.32.0's
 source). This plugin, found by vLLM through the ``vllm.general_plugins`` entry point, registers
 replacements for ``Idefics3ForConditionalGeneration`` and ``SmolVLMForConditionalGeneration`` that build
-the text model from ``text_config.model_type`` with vLLM's own implementation of that family (:data:`TEXT_MODELS`); for a dense Llama text model they construct the same
-``LlamaModel`` vLLM's own class constructs. vLLM's LLaVA, LLaVA-OneVision, Mistral3 and InternVL already
+the text model from ``text_config.model_type`` with vLLM's own implementation of that family
+(:data:`TEXT_MODELS`); for a dense Llama text model they construct the same ``LlamaModel`` vLLM's own class
+constructs. vLLM's LLaVA, LLaVA-OneVision, Mistral3 and InternVL already
 build their language model from ``text_config`` (read in the same sources) and are left alone; vLLM 0.32
 has no Idefics2 model at all.
 
