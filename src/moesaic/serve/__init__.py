@@ -2,7 +2,8 @@
 
     moesaic serve                                   # starter experts, 127.0.0.1:8080 (SageMaker contract)
     moesaic serve --model ./merged --api-key KEY    # any local VLM folder; Bearer key on all but /ping, /health
-    moesaic serve --model ./merged --engine vllm    # hand a natively loadable folder to `vllm serve`
+    moesaic serve --model ./merged --engine vllm    # `vllm serve` as a private child, behind these routes
+    moesaic serve --upstream http://127.0.0.1:8000/v1 --model NAME   # front a running OpenAI-compatible engine
 
 Routes: ``POST /v1/chat/completions`` (text + image_url parts: http(s) URL, data URL, bare base64;
 ``stream: true`` gives SSE ``chat.completion.chunk`` events, the last one carrying

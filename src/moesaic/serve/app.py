@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from moesaic.backends.base import Backend, BackendOptions
@@ -41,9 +42,11 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
     from moesaic.serve.metrics import ServeMetrics
     from moesaic.serve.middleware import GuardMiddleware
     from moesaic.serve.routes import openai_router, ops_router, sagemaker_router
-    from moesaic.serve.service import ChatService
+    from moesaic.serve.upstream import service_for, upstream_backend
 
     settings = settings or ServeConfig()
+    if backend is None and settings.upstream:
+        backend = upstream_backend(settings)
     if backend is None:
         from moesaic.backends.registry import load_backend
 
@@ -51,7 +54,7 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
                                  routing=settings.routing)
         backend = load_backend(settings.model, options, backend=settings.backend)
     metrics = ServeMetrics()
-    service = ChatService(backend, settings, metrics)
+    service = service_for(backend, settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,24 +157,58 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 
 
 def serve(config: ServeConfig) -> None:
-    """Serve a model over an OpenAI- and SageMaker-compatible HTTP API (blocks until stopped)."""
+    """Serve a model over an OpenAI- and SageMaker-compatible HTTP API (blocks until stopped).
+
+    With ``--engine vllm`` a vLLM child on a private loopback port answers behind this server; when the child
+    dies the server stops and this raises; SIGTERM drains this server's requests, then stops the child.
+    """
     limit_malloc_arenas()
     if config.engine == "vllm":
-        from moesaic.serve.vllm import run_vllm
+        from moesaic.serve.vllm import VllmChild
 
-        run_vllm(config)
+        with VllmChild.running(config) as child:
+            gateway = config.model_copy(update={"upstream": child.url, "upstream_api_key": child.key})
+            _run(create_app(gateway), config, watch=lambda: child.exit_code)
         return
+    _run(create_app(config), config)
+
+
+def _run(app: "FastAPI", config: ServeConfig, watch: "Callable[[], int | None] | None" = None) -> None:
+    """Run ``app`` under uvicorn until stopped; ``watch`` returns an exit code once the engine behind it died
+    (the server then stops and this raises)."""
     try:
         import uvicorn
     except ImportError:  # pragma: no cover
         raise missing_extra("uvicorn", "serve") from None
-    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=sagemaker_host(config), port=config.port,
+                                           log_level=config.log_level))
+    died: list[int] = []
+    if watch is not None:
+        def watchdog() -> None:
+            while not server.should_exit:
+                if (code := watch()) is not None:
+                    log.error("the model engine exited with status %d; stopping", code)
+                    died.append(code)
+                    server.should_exit = True
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=watchdog, name="moesaic-engine-watch", daemon=True).start()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; absorbing that re-raise makes
     # a graceful stop exit 0 (what SageMaker, Kubernetes and systemd read as a clean shutdown).
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: log.info("stopped by SIGTERM")) if in_main else None
     try:
-        uvicorn.run(app, host=sagemaker_host(config), port=config.port, log_level=config.log_level)
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn drained and re-raised SIGINT; a clean stop, as uvicorn.run has it
+        pass
     finally:
+        server.should_exit = True
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if died:
+        raise MoesaicError(f"the model engine exited with status {died[0]}, so the server stopped",
+                           "read the engine's output above for the cause")
+    if not server.started:
+        raise MoesaicError(f"the server could not start on {sagemaker_host(config)}:{config.port}",
+                           "read the log above (is the port in use? choose another with --port)")

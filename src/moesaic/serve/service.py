@@ -61,6 +61,8 @@ def model_image_side(backend: Backend) -> int | None:
     processor still downsamples. Taking the largest value errs towards decoding more, never less: Qwen-style
     processors that give pixel counts under the same keys yield a huge side, which simply turns this off.
     """
+    if isinstance(side := getattr(backend, "image_side", None), int):  # the gateway's upstream backend
+        return side
     images = getattr(getattr(backend, "processor", None), "image_processor", None)
     sides: list[int] = []
     for key in ("size", "max_image_size", "crop_size"):
@@ -207,6 +209,17 @@ class ChatService:
         """Queue the stream now (a full queue is a 503 before any byte is sent); iterate for SSE lines."""
         chunks = self.batcher.stream(turns, params, self.settings.request_timeout_s)
         return self._sse(chunks, include_usage)
+
+    async def start_stream(self, turns: list[Turn], params: GenerationParams,
+                           include_usage: bool) -> AsyncIterator[str]:
+        """:meth:`open_stream` for the routes (the gateway's override awaits the engine's status first)."""
+        return self.open_stream(turns, params, include_usage)
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """Status code and body of ``/health`` (``/ping`` uses the code)."""
+        body = {"status": "ok" if self.ready else "loading", "model": self.model_name,
+                "queue_depth": self.batcher.depth, "batches": self.batcher.batches}
+        return (200 if self.ready else 503), body
 
     async def _sse(self, chunks: AsyncIterator[StreamChunk], include_usage: bool) -> AsyncIterator[str]:
         """``chat.completion.chunk`` events, the last with moesaic's experts, then ``data: [DONE]``."""

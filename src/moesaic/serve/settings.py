@@ -52,6 +52,13 @@ class ServeConfig(CommandConfig):
     request_timeout_s: float = Field(120.0, gt=0, description="per-request deadline (504 after it)")
     image_timeout_s: float = Field(10.0, gt=0, description="image URL fetch timeout")
     vllm_args: list[str] = Field(default_factory=list, description="extra arguments for `vllm serve`")
+    upstream: str | None = Field(
+        None, description="front a running OpenAI-compatible engine at this URL (http://127.0.0.1:8000/v1); "
+        "--model is then the name the engine serves")
+    upstream_api_key: str | None = Field(None, description="the engine's key (or $MOESAIC_UPSTREAM_API_KEY)")
+    image_side: int | None = Field(
+        None, gt=0, description="gateway: longest side images are shrunk to before they go upstream "
+        "(default: read from --model when it is a local folder)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("allow_host", mode="before")
@@ -75,6 +82,9 @@ class ServeConfig(CommandConfig):
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("MOESAIC_API_KEY") or None
+
+    def resolved_upstream_api_key(self) -> str | None:
+        return self.upstream_api_key or os.environ.get("MOESAIC_UPSTREAM_API_KEY") or None
 
 
 ServeSettings = ServeConfig

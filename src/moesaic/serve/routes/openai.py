@@ -22,7 +22,7 @@ async def chat_completions(request: Request) -> Response:
         return JSONResponse(result.model_dump(mode="json"))
     turns, params = await service.prepare_chat(req)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    events = service.open_stream(turns, params, include_usage)
+    events = await service.start_stream(turns, params, include_usage)
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -15,16 +15,15 @@ router = APIRouter()
 
 @router.get("/ping")
 async def ping(request: Request) -> Response:
-    """200 once the model is loaded and the worker runs, else 503."""
-    return Response(status_code=200 if service_of(request).ready else 503)
+    """200 once the model is loaded and the worker runs (and, behind the gateway, the engine is up), else 503."""
+    status, _ = await service_of(request).health()
+    return Response(status_code=status)
 
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    service = service_of(request)
-    body = {"status": "ok" if service.ready else "loading", "model": service.model_name,
-            "queue_depth": service.batcher.depth, "batches": service.batcher.batches}
-    return JSONResponse(body, status_code=200 if service.ready else 503)
+    status, body = await service_of(request).health()
+    return JSONResponse(body, status_code=status)
 
 
 @router.post("/invocations", response_model=InvocationResponse,
