@@ -41,6 +41,10 @@ class ServeConfig(CommandConfig):
     max_images: int = Field(4, ge=0, description="images per request")
     max_image_bytes: int = Field(10 * MiB, ge=1, description="largest encoded image")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width × height)")
+    max_image_side: int = Field(8192, ge=16, description="longest image side after decoding (longer: downscaled)")
+    max_image_aspect: float = Field(20.0, ge=1.0, description="long/short side after decoding (thinner: padded)")
+    max_messages: int = Field(256, ge=1, description="messages per request, empty ones included")
+    max_content_parts: int = Field(512, ge=1, description="content parts per request, all messages together")
     max_prompt_tokens: int = Field(
         4096, ge=1, description="prompt text limit, approximated as ceil(UTF-8 bytes / 4) per request"
     )
