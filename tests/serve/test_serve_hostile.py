@@ -86,3 +86,142 @@ def test_ping_answers_fast_while_huge_bodies_are_refused():
         allowed = max(0.1, 5 * sorted(baseline)[len(baseline) // 2])  # 100 ms, or 5× an idle ping on a busy box
         assert max(latencies) < allowed, (max(latencies), sorted(baseline))
         assert good(url)
+
+
+def test_pixel_budget_waits_then_refuses_and_leases_return_everything():
+    from moesaic.errors import OverloadedError
+    from moesaic.serve.budget import PixelBudget, PixelLease
+
+    budget = PixelBudget(capacity=100, wait_s=0.2)
+    a, b = PixelLease(budget), PixelLease(budget)
+    a.reserve(60)
+    with pytest.raises(OverloadedError, match="budget of 100"):
+        b.reserve(50)  # waited 0.2 s, nobody released
+    threading.Timer(0.05, a.close).start()
+    b.reserve(50)  # fits once a is closed
+    assert budget.used == 50 and a.held == 0 and budget.refused == 1
+    with pytest.raises(OverloadedError, match="larger than"):
+        b.reserve(101)
+    b.close()
+    b.close()  # idempotent
+    assert budget.used == 0 and budget.peak == 60
+
+
+def test_decoded_pixels_in_flight_are_capped_with_503_and_retry_after():
+    import concurrent.futures as cf
+
+    backend = ColorBackend(delay_s=0.5)
+    big = data_url(png_bytes((255, 0, 0), (64, 64)))
+    body = {"model": "colors", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": big}}, {"type": "image_url", "image_url": {"url": big}},
+        {"type": "text", "text": "?"}]}]}
+    app = make_app(backend, max_image_pixels=64 * 64, max_pixels_in_flight=3 * 64 * 64, budget_wait_s=0.1,
+                   max_batch_size=1)
+    with running(app) as url:
+        with cf.ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(lambda _: chat(url, body), range(6)))
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) == {200, 503} and codes.count(200) >= 1, (codes, responses[0].text)
+        refused = next(r for r in responses if r.status_code == 503)
+        assert refused.headers["retry-after"] == "1"
+        assert "decoded pixels" in refused.json()["error"]["message"]
+        assert app.state.service.memory.pixels.used == 0  # every lease returned
+        assert app.state.service.memory.pixels.peak <= 3 * 64 * 64
+        stream = dict(body, stream=True)
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=stream, timeout=30) as s:
+            assert s.status_code == 200 and list(s.iter_lines())[-2] == "data: [DONE]"
+        assert app.state.service.memory.pixels.used == 0
+        assert good(url)
+
+
+def test_over_the_rss_ceiling_new_work_gets_503_and_ping_still_answers():
+    app = make_app(max_rss_mib=64)  # below what any Python server with torch imported uses
+    with running(app) as url:
+        r = chat(url, {"model": "colors", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert "ceiling of 64 MiB" in r.json()["error"]["message"] and "--max-rss-mib" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/invocations", json={"question": "hi"}, timeout=30).status_code == 503
+        assert httpx.get(f"{url}/ping").status_code == 200 and httpx.get(f"{url}/health").status_code == 200
+
+
+def test_default_budget_comes_from_the_machine():
+    from moesaic.serve.budget import RSS_SHARE, MemoryBudget, machine_memory_bytes
+
+    memory = machine_memory_bytes()
+    assert memory is not None and memory > 256 * 1024 * 1024
+    budget = MemoryBudget.for_machine(None, None, min_pixels=4096 * 4096)
+    assert budget.max_rss_bytes == int(memory * RSS_SHARE)
+    assert budget.pixels.capacity >= 4096 * 4096
+    assert MemoryBudget.for_machine(2048, 1000, min_pixels=10).max_rss_bytes == 2048 * 1024 * 1024
+
+
+def _drip_server():
+    import http.server
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for _ in range(300):  # one byte per 0.1 s for 30 s: only cancellation ends it early
+                    self.wfile.write(b"\x89")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def _threads(prefix: str) -> int:
+    return sum(t.name.startswith(prefix) and t.is_alive() for t in threading.enumerate())
+
+
+def test_fetches_end_with_their_request_and_threads_stay_bounded():
+    """One bad data URL next to slow URLs: a 400 at once, and no fetch keeps running afterwards (30 such
+    requests once took the server from 1 to 93 threads); a client that disconnects cancels its fetches too."""
+    httpd, base = _drip_server()
+    app = make_app(allow_host=["127.0.0.1"], image_timeout_s=20, fetch_workers=6, fetch_per_client=3)
+    service = app.state.service
+    slow = [{"type": "image_url", "image_url": {"url": f"{base}/{i}.png"}} for i in range(2)]
+    try:
+        with running(app) as url:
+            before = threading.active_count()
+            for _ in range(10):
+                body = {"model": "colors", "messages": [{"role": "user", "content": [
+                    *slow, {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]}
+                started = time.perf_counter()
+                r = chat(url, body)
+                assert r.status_code == 400 and "base64" in r.json()["error"]["message"], r.text
+                assert time.perf_counter() - started < 3
+                refused = {"model": "colors", "messages": [{"role": "user", "content": [
+                    *slow, {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}]}]}
+                started = time.perf_counter()
+                r = chat(url, refused)  # the refused URL fails first; the slow fetches beside it are cancelled
+                assert r.status_code == 400 and "private" in r.json()["error"]["message"], r.text
+                assert time.perf_counter() - started < 3
+                assert service.fetcher.running == 0
+            slow_only = {"model": "colors", "messages": [{"role": "user", "content": [*slow, {"type": "text",
+                                                                                              "text": "?"}]}]}
+            for _ in range(5):  # the client gives up after 0.5 s; its fetches must stop with it
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(f"{url}/v1/chat/completions", json=slow_only, timeout=0.5)
+            deadline = time.monotonic() + 5
+            while service.fetcher.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert service.fetcher.running == 0, "a fetch outlived its request"
+            assert _threads("moesaic-fetch") <= 6 and _threads("moesaic-images") == 0
+            assert threading.active_count() <= before + 8, (before, threading.active_count())
+            assert good(url)
+    finally:
+        httpd.shutdown()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -23,7 +24,8 @@ from moesaic.errors import ImageError
 from moesaic.inputs.policy import ImagePolicy
 from moesaic.inputs.shape import fit_shape
 
-__all__ = ["decode_image", "to_rgb", "check_pixels", "sniff_kind", "bounded"]
+__all__ = ["decode_image", "to_rgb", "check_pixels", "sniff_kind", "bounded", "PixelReserver",
+           "declared_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,48 @@ def _bomb(exc: Exception) -> ImageError:
     return ImageError(f"image is too large to decode safely: {exc}", "downscale the image before sending it")
 
 
-def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
-    """Decode ``data`` under ``policy`` into a plain (not file-backed) RGB image."""
+class PixelReserver(Protocol):
+    """A budget of decoded pixels shared by concurrent decodes (the server's memory budget).
+
+    ``reserve`` blocks until the pixels fit or raises (the server answers 503); ``release`` returns them."""
+
+    def reserve(self, pixels: int) -> None: ...
+
+    def release(self, pixels: int) -> None: ...
+
+
+def declared_pixels(data: bytes, policy: ImagePolicy) -> int:
+    """Width × height from the header alone (no pixels decoded), after the same checks as decoding."""
     image = _open(data, policy)
     check_pixels(image.size, policy)
+    return image.width * image.height
+
+
+def decode_image(data: bytes, policy: ImagePolicy, reserver: PixelReserver | None = None) -> Image.Image:
+    """Decode ``data`` under ``policy`` into a plain (not file-backed) RGB image.
+
+    With ``reserver``, the pixels the header declares are reserved before decoding; once decoded, the
+    reservation shrinks to the image kept (the caller releases that when it drops the image)."""
+    image = _open(data, policy)
+    check_pixels(image.size, policy)
+    if reserver is None:
+        return _decode_opened(image, policy)
+    declared = image.width * image.height
+    reserver.reserve(declared)
+    try:
+        out = _decode_opened(image, policy)
+    except BaseException:
+        reserver.release(declared)
+        raise
+    kept = out.width * out.height
+    if kept < declared:
+        reserver.release(declared - kept)
+    elif kept > declared:  # letterboxing added padding: count it too
+        reserver.reserve(kept - declared)
+    return out
+
+
+def _decode_opened(image: Image.Image, policy: ImagePolicy) -> Image.Image:
     if policy.target_size and image.format in ("JPEG", "MPO"):
         original = image.size
         image.draft(None, (policy.target_size, policy.target_size))

@@ -21,8 +21,10 @@ from pydantic import BaseModel, ValidationError
 
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
 from moesaic.errors import ConfigError, ImageError, InputError, MoesaicError, NotFoundError
-from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs, resolve_messages
+from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs
 from moesaic.serve.batching import Batcher
+from moesaic.serve.budget import MemoryBudget, PixelLease
+from moesaic.serve.intake import FetchPool, ImageIntake
 from moesaic.serve.metrics import ServeMetrics
 from moesaic.serve.parsing import (
     BodyLimits,
@@ -126,6 +128,10 @@ class ChatService:
                                       max_content_parts=settings.max_content_parts,
                                       max_prompt_tokens=settings.max_prompt_tokens)
         self._parse_limiter = anyio.CapacityLimiter(2)  # big bodies parse two at a time, never 40 at once
+        self.memory = MemoryBudget.for_machine(settings.max_rss_mib, settings.max_pixels_in_flight,
+                                               settings.max_image_pixels, settings.budget_wait_s)
+        self.fetcher = FetchPool(settings.fetch_workers, settings.fetch_per_client)
+        self.intake = ImageIntake(self.policy, self.fetcher, settings.decode_workers)
         self.ready = False
 
     async def start(self) -> None:
@@ -135,11 +141,14 @@ class ChatService:
     async def stop(self) -> None:
         self.ready = False
         await self.batcher.stop()
+        self.fetcher.close()
         self.backend.close()
 
     # ----- preparation: limits first, then parsing and decoding off the event loop -----
     async def parse(self, raw: bytes, model: type[M]) -> M:
-        """A JSON body as ``model``: counted, parsed and validated in a worker thread (400s name the field)."""
+        """A JSON body as ``model``: counted, parsed and validated in a worker thread (400s name the field).
+        Refused with 503 first while the server is over its memory ceiling."""
+        self.memory.admit()
         return await anyio.to_thread.run_sync(parse_json_body, raw, model, self.body_limits,
                                               limiter=self._parse_limiter)
 
@@ -159,7 +168,8 @@ class ChatService:
         cap = self.backend.max_images
         return self.settings.max_images if cap is None else min(cap, self.settings.max_images)
 
-    async def decode(self, messages: list[ChatMessage]) -> list[Turn]:
+    async def decode(self, messages: list[ChatMessage], lease: PixelLease, client: str = "-") -> list[Turn]:
+        """The messages with their images decoded; the images' pixels are held by ``lease``."""
         n_tokens = approx_tokens(messages)
         if n_tokens > self.settings.max_prompt_tokens:
             raise InputError(
@@ -170,8 +180,7 @@ class ChatService:
             raise InputError(f"model {self.model_name!r} does not accept images", "send text only", param="messages")
         self.preparing += 1
         try:
-            return await anyio.to_thread.run_sync(
-                lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
+            return await self.intake.turns(messages, lease, client, self.max_images())
         except (MoesaicError, ImportError, MemoryError):
             raise  # ours to explain, or a server fault (500), not the client's image
         except Exception as exc:  # a decoder crashed on the client's bytes: their image, our 400
@@ -181,12 +190,13 @@ class ChatService:
         finally:
             self.preparing -= 1  # the caller queues the request before it next awaits
 
-    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[Turn], GenerationParams]:
+    async def prepare_chat(self, req: ChatCompletionRequest, lease: PixelLease,
+                           client: str = "-") -> tuple[list[Turn], GenerationParams]:
         if req.model != self.model_name:
             raise NotFoundError(f"model {req.model!r} is not served here",
                                 f"use model {self.model_name!r} (see GET /v1/models)", param="model")
         params = self.params_for(req.requested_max_tokens(), req.temperature, req.top_p, req.seed, req.stop)
-        return await self.decode(req.messages), params
+        return await self.decode(req.messages, lease, client), params
 
     # ----- answering -----
     async def answer(self, turns: list[Turn], params: GenerationParams) -> Answer:
@@ -199,9 +209,13 @@ class ChatService:
         self.metrics.observe_tokens(answer.prompt_tokens, answer.completion_tokens)
         return answer
 
-    async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
-        turns, params = await self.prepare_chat(req)
-        answer = await self.answer(turns, params)
+    async def complete(self, req: ChatCompletionRequest, client: str = "-") -> ChatCompletion:
+        lease = self.memory.lease()
+        try:
+            turns, params = await self.prepare_chat(req, lease, client)
+            answer = await self.answer(turns, params)
+        finally:
+            lease.close()
         return ChatCompletion(
             model=self.model_name,
             choices=[Choice(message=ResponseMessage(content=answer.text), finish_reason=answer.finish_reason)],
@@ -209,12 +223,21 @@ class ChatService:
             moesaic=MoesaicExtra(experts=answer.experts),
         )
 
-    def open_stream(self, turns: list[Turn], params: GenerationParams, include_usage: bool) -> AsyncIterator[str]:
-        """Queue the stream now (a full queue is a 503 before any byte is sent); iterate for SSE lines."""
-        chunks = self.batcher.stream(turns, params, self.settings.request_timeout_s)
-        return self._sse(chunks, include_usage)
+    async def open_stream(self, req: ChatCompletionRequest, client: str = "-") -> AsyncIterator[str]:
+        """Decode and queue the stream now (errors and a full queue are 4xx/503s before any byte is sent);
+        iterate the result for SSE lines. The images' pixels are held until the stream ends."""
+        lease = self.memory.lease()
+        try:
+            turns, params = await self.prepare_chat(req, lease, client)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            chunks = self.batcher.stream(turns, params, self.settings.request_timeout_s)
+        except BaseException:
+            lease.close()
+            raise
+        return self._sse(chunks, include_usage, lease)
 
-    async def _sse(self, chunks: AsyncIterator[StreamChunk], include_usage: bool) -> AsyncIterator[str]:
+    async def _sse(self, chunks: AsyncIterator[StreamChunk], include_usage: bool,
+                   lease: PixelLease) -> AsyncIterator[str]:
         """``chat.completion.chunk`` events, the last with moesaic's experts, then ``data: [DONE]``."""
         cid, created = completion_id(), int(time.time())
 
@@ -239,19 +262,30 @@ class ChatService:
             self.metrics.observe_error(err.code)
             yield f"data: {json.dumps(err.to_dict())}\n\n"
         finally:
+            lease.close()
             await chunks.aclose()  # type: ignore[attr-defined]
         yield "data: [DONE]\n\n"
 
-    async def invoke(self, body: bytes, content_type: str, question: str | None) -> InvocationResponse:
+    async def invoke(self, body: bytes, content_type: str, question: str | None,
+                     client: str = "-") -> InvocationResponse:
         """SageMaker ``/invocations``: ``{"question","image"}``, a chat body, or raw image bytes."""
+        self.memory.admit()
+        lease = self.memory.lease()
+        try:
+            return await self._invoke(body, content_type, question, client, lease)
+        finally:
+            lease.close()
+
+    async def _invoke(self, body: bytes, content_type: str, question: str | None, client: str,
+                      lease: PixelLease) -> InvocationResponse:
         req = await anyio.to_thread.run_sync(self._invocation_request, body, content_type, question,
                                              limiter=self._parse_limiter)
         if isinstance(req, ChatCompletionRequest):
-            turns, params = await self.prepare_chat(req)
+            turns, params = await self.prepare_chat(req, lease, client)
         else:
             chat = req[0]
             params = self.params_for(chat.requested_max_tokens(), chat.temperature, chat.top_p, chat.seed, chat.stop)
-            turns = await self.decode(chat.messages)
+            turns = await self.decode(chat.messages, lease, client)
         answer = await self.answer(turns, params)
         return InvocationResponse(answer=answer.text, model=self.model_name, experts=answer.experts,
                                   usage=_usage(answer), finish_reason=answer.finish_reason)

@@ -45,6 +45,14 @@ class ServeConfig(CommandConfig):
     max_image_aspect: float = Field(20.0, ge=1.0, description="long/short side after decoding (thinner: padded)")
     max_messages: int = Field(256, ge=1, description="messages per request, empty ones included")
     max_content_parts: int = Field(512, ge=1, description="content parts per request, all messages together")
+    max_pixels_in_flight: int | None = Field(
+        None, ge=1, description="decoded image pixels held by all requests at once (default: from --max-rss-mib)")
+    max_rss_mib: int | None = Field(
+        None, ge=64, description="resident memory above which new requests get 503 (default: 75% of the machine's)")
+    budget_wait_s: float = Field(5.0, ge=0, description="how long an image waits for pixel budget before 503")
+    fetch_workers: int = Field(16, ge=1, description="threads fetching image URLs, all clients together")
+    fetch_per_client: int = Field(4, ge=1, description="image URLs fetched at once for one client address")
+    decode_workers: int = Field(8, ge=1, description="requests decoding their images at once")
     max_prompt_tokens: int = Field(
         4096, ge=1, description="prompt text limit, approximated as ceil(UTF-8 bytes / 4) per request"
     )

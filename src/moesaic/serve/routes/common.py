@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from moesaic.serve.service import ChatService
 
-__all__ = ["service_of", "parse_body", "until_disconnect", "ClientGone"]
+__all__ = ["service_of", "client_of", "parse_body", "until_disconnect", "ClientGone"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,11 @@ T = TypeVar("T")
 
 def service_of(request: Request) -> ChatService:
     return request.app.state.service  # type: ignore[no-any-return]
+
+
+def client_of(request: Request) -> str:
+    """The client's address: the key of per-client fairness for image fetches."""
+    return request.client.host if request.client else "-"
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
