@@ -225,3 +225,111 @@ def test_fetches_end_with_their_request_and_threads_stay_bounded():
             assert good(url)
     finally:
         httpd.shutdown()
+
+
+def test_errors_never_echo_unbounded_input():
+    with running(make_app(max_body_bytes=30 * 1024 * 1024)) as url:
+        name = "m" * 10_000_000
+        r = chat(url, {"model": name, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 404 and len(r.content) < 3000, len(r.content)
+        assert "(10000000 characters)" in r.json()["error"]["message"]
+        r = httpx.get(f"{url}/{'x' * 60_000}")
+        assert r.status_code == 404 and len(r.content) < 3000
+        key = "k" * 1_000_000
+        r = chat(url, {"model": "colors", "messages": [{"role": "user", "content": "hi", key: 1}]})
+        assert r.status_code == 400 and len(r.content) < 5000, len(r.content)
+        media = "image/" + "x" * 1_000_000
+        r = chat(url, {"model": "colors", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": f"data:{media};base64,AAAA"}}]}]})
+        assert r.status_code == 400 and len(r.content) < 5000, len(r.content)
+        stream = {"model": "colors", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        assert chat(url, stream | {"model": name}).status_code == 404
+
+
+def test_playground_sends_security_headers():
+    with running(make_app()) as url:
+        r = httpx.get(f"{url}/")
+        assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "connect-src 'self'" in csp
+        assert "'unsafe-inline'" not in csp and csp.count("'sha256-") >= 2
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_api_key_with_non_latin1_characters_matches_as_utf8():
+    key = "clé-🔑-ключ"
+    with running(make_app(api_key=key)) as url:
+        body = {"model": "colors", "messages": [{"role": "user", "content": "hi"}]}
+        raw = json.dumps(body).encode()
+        header = b"Bearer " + key.encode("utf-8")
+        with httpx.Client() as client:  # httpx would refuse a str header outside ASCII: send bytes
+            ok = client.post(f"{url}/v1/chat/completions", content=raw,
+                             headers=[(b"Authorization", header), (b"Content-Type", b"application/json")])
+            assert ok.status_code == 200, ok.text
+            wrong = client.post(f"{url}/v1/chat/completions", content=raw,
+                                headers=[(b"Authorization", header[:-1]), (b"Content-Type", b"application/json")])
+            assert wrong.status_code == 401
+
+
+def _timed_server(**settings: object):
+    import contextlib
+
+    import uvicorn
+
+    from moesaic.serve.timeouts import uvicorn_options
+
+    app = make_app(**settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                            **uvicorn_options(settings["header_timeout_s"]))  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+
+    @contextlib.contextmanager
+    def serving():
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        try:
+            yield server.servers[0].sockets[0].getsockname()[1]
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+    return serving()
+
+
+def test_slow_headers_and_slow_bodies_are_cut_off():
+    import socket
+
+    with _timed_server(header_timeout_s=1.0, body_timeout_s=1.0) as port:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # half a request line, then nothing
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            sock.settimeout(10)
+            assert sock.recv(100) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # headers dribbled byte by byte
+            sock.settimeout(10)
+            started = time.monotonic()
+            closed = False
+            for byte in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.05)
+            if not closed:
+                assert sock.recv(100) == b""
+            assert time.monotonic() - started < 6
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # headers complete, body never finishes
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"model\":")
+            sock.settimeout(10)
+            started = time.monotonic()
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"request_timeout" in answer and time.monotonic() - started < 5
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                       json={"model": "colors", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert r.status_code == 200  # keep-alive and ordinary requests are unaffected

@@ -47,6 +47,8 @@ from moesaic.serve.protocol import (
     ResponseMessage,
     Usage,
     completion_id,
+    error_payload,
+    shown,
 )
 from moesaic.serve.settings import ServeConfig
 
@@ -193,7 +195,7 @@ class ChatService:
     async def prepare_chat(self, req: ChatCompletionRequest, lease: PixelLease,
                            client: str = "-") -> tuple[list[Turn], GenerationParams]:
         if req.model != self.model_name:
-            raise NotFoundError(f"model {req.model!r} is not served here",
+            raise NotFoundError(f"model {shown(req.model)!r} is not served here",
                                 f"use model {self.model_name!r} (see GET /v1/models)", param="model")
         params = self.params_for(req.requested_max_tokens(), req.temperature, req.top_p, req.seed, req.stop)
         return await self.decode(req.messages, lease, client), params
@@ -260,7 +262,7 @@ class ChatService:
         except Exception as exc:
             err = exc if isinstance(exc, MoesaicError) else _internal(exc)
             self.metrics.observe_error(err.code)
-            yield f"data: {json.dumps(err.to_dict())}\n\n"
+            yield f"data: {json.dumps(error_payload(err))}\n\n"
         finally:
             lease.close()
             await chunks.aclose()  # type: ignore[attr-defined]

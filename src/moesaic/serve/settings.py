@@ -62,6 +62,8 @@ class ServeConfig(CommandConfig):
     batch_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
     queue_size: int = Field(64, ge=1, description="waiting requests before 503")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request deadline (504 after it)")
+    header_timeout_s: float = Field(10.0, gt=0, description="time a connection has to send its request headers")
+    body_timeout_s: float = Field(30.0, gt=0, description="time a request has to send its whole body (408 after)")
     image_timeout_s: float = Field(10.0, gt=0, description="image URL fetch timeout")
     vllm_args: list[str] = Field(default_factory=list, description="extra arguments for `vllm serve`")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
