@@ -155,6 +155,14 @@ class MemoryBudget:
     def lease(self) -> PixelLease:
         return PixelLease(self.pixels)
 
+    def snapshot(self) -> dict[str, int | None]:
+        """What ``/health`` reports: resident memory and its ceiling (MiB), pixels held and their budget."""
+        rss = rss_bytes()
+        return {"rss_mib": None if rss is None else rss >> 20,
+                "max_rss_mib": None if self.max_rss_bytes is None else self.max_rss_bytes >> 20,
+                "pixels_in_flight": self.pixels.used, "max_pixels_in_flight": self.pixels.capacity,
+                "pixels_refused": self.pixels.refused, "rss_refused": self.rss_refusals}
+
     def admit(self) -> None:
         """Raise 503 while resident memory is over the ceiling (after returning freed heap to the system)."""
         if self.max_rss_bytes is None:

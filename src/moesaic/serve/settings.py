@@ -48,7 +48,7 @@ class ServeConfig(CommandConfig):
     max_pixels_in_flight: int | None = Field(
         None, ge=1, description="decoded image pixels held by all requests at once (default: from --max-rss-mib)")
     max_rss_mib: int | None = Field(
-        None, ge=64, description="resident memory above which new requests get 503 (default: 75% of the machine's)")
+        None, ge=64, description="resident memory above which new requests get 503 (default: 3/4 of the machine's)")
     budget_wait_s: float = Field(5.0, ge=0, description="how long an image waits for pixel budget before 503")
     fetch_workers: int = Field(16, ge=1, description="threads fetching image URLs, all clients together")
     fetch_per_client: int = Field(4, ge=1, description="image URLs fetched at once for one client address")

@@ -23,7 +23,8 @@ async def ping(request: Request) -> Response:
 async def health(request: Request) -> JSONResponse:
     service = service_of(request)
     body = {"status": "ok" if service.ready else "loading", "model": service.model_name,
-            "queue_depth": service.batcher.depth, "batches": service.batcher.batches}
+            "queue_depth": service.batcher.depth, "batches": service.batcher.batches,
+            "memory": service.memory.snapshot()}
     return JSONResponse(body, status_code=200 if service.ready else 503)
 
 
