@@ -63,7 +63,8 @@ def image_url(side: int, seed: int) -> str:
     img = Image.new("RGB", (side, side), (seed * 40 % 256, 90, 150))
     draw = ImageDraw.Draw(img)
     for i in range(8):
-        draw.rectangle((i * side // 9, i * side // 11, side // 2 + i, side // 3 + i), fill=(i * 30, 200, 40))
+        x, y = i * side // 9, i * side // 11
+        draw.rectangle((x, y, x + side // 4, y + side // 4), fill=(i * 30, 200, 40))
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=9)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
