@@ -83,8 +83,12 @@ def test_ping_answers_fast_while_huge_bodies_are_refused():
             stop.set()
             pinger.join()
         assert len(latencies) >= 5
-        allowed = max(0.1, 5 * sorted(baseline)[len(baseline) // 2])  # 100 ms, or 5× an idle ping on a busy box
-        assert max(latencies) < allowed, (max(latencies), sorted(baseline))
+        # Here the uploading client, the server and the pinger share one interpreter (and its GIL), so the tail
+        # includes the client's own work; benchmarks/event_loop.py measures from separate processes.
+        latencies.sort()
+        idle = sorted(baseline)[len(baseline) // 2]
+        assert latencies[len(latencies) // 2] < max(0.1, 2 * idle), (latencies, baseline)
+        assert latencies[-1] < max(0.5, 5 * idle), (latencies, baseline)  # was 8.9 s before bodies were counted
         assert good(url)
 
 
@@ -187,6 +191,7 @@ def _threads(prefix: str) -> int:
     return sum(t.name.startswith(prefix) and t.is_alive() for t in threading.enumerate())
 
 
+@pytest.mark.slow
 def test_fetches_end_with_their_request_and_threads_stay_bounded():
     """One bad data URL next to slow URLs: a 400 at once, and no fetch keeps running afterwards (30 such
     requests once took the server from 1 to 93 threads); a client that disconnects cancels its fetches too."""
@@ -333,3 +338,36 @@ def test_slow_headers_and_slow_bodies_are_cut_off():
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
                        json={"model": "colors", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
         assert r.status_code == 200  # keep-alive and ordinary requests are unaffected
+
+
+@pytest.mark.slow
+def test_slow_urls_of_one_client_do_not_starve_others(image_server):
+    """40 slow image URLs once filled the decode pool and good requests waited 9 s. Fetches now share a
+    bounded pool with a per-client cap, and inline images never wait for it."""
+    import concurrent.futures as cf
+
+    httpd, base = _drip_server()
+    app = make_app(allow_host=["127.0.0.1"], image_timeout_s=4, fetch_workers=4, fetch_per_client=2)
+    slow_body = {"model": "colors", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"{base}/{i}.png"}} for i in range(2)]}]}
+    fast_url = {"model": "colors", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"{image_server}/green.png"}}, {"type": "text", "text": "?"}]}]}
+    try:
+        with running(app) as url, cf.ThreadPoolExecutor(10) as pool:
+            hogs = [pool.submit(chat, url, slow_body) for _ in range(10)]  # 20 slow URLs from 127.0.0.1
+            fetcher, seen, deadline = app.state.service.fetcher, [], time.monotonic() + 3
+            while time.monotonic() < deadline:
+                seen.append(fetcher.running)
+                time.sleep(0.02)
+            assert max(seen) == 2, seen  # this client's cap, not the pool's 4
+            other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30)
+            started = time.perf_counter()
+            r = other.post(f"{url}/v1/chat/completions", json=fast_url)  # another client address
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("green")
+            assert time.perf_counter() - started < 3
+            started = time.perf_counter()
+            assert good(url) and time.perf_counter() - started < 3  # a data URL never waits for fetches
+            other.close()
+            assert {hog.result().status_code for hog in hogs} == {400}  # each cut off at its fetch deadline
+    finally:
+        httpd.shutdown()
