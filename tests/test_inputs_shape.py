@@ -97,3 +97,24 @@ def test_tagger_preprocessing_is_bounded(size, monkeypatch):
     x = tagger.preprocess(Image.new("RGB", size, (0, 120, 0)))
     assert tuple(x.shape) == (1, 3, 224, 224)
     assert all(max(s) <= tagger.RESIZE * tagger.MAX_ASPECT and min(s) >= 1 for s in resized), resized
+
+
+def test_ocr_reads_a_thin_banner_and_maps_boxes_back(monkeypatch):
+    """A 900×40 banner is letterboxed to 4:1 for the detector; its text is read and the boxes come back in
+    the banner's own coordinates. Every array rapidocr receives stays within 2000 × 500."""
+    ocr_module = pytest.importorskip("moesaic.experts.ocr")
+    from PIL import ImageDraw, ImageFont
+
+    banner = Image.new("RGB", (900, 40), (255, 255, 255))
+    ImageDraw.Draw(banner).text((20, 4), "SUMMER SALE 50", fill=(0, 0, 0), font=ImageFont.load_default(size=30))
+    ocr = ocr_module.OCR.shared()
+    seen: list[tuple[int, ...]] = []
+    engine = ocr.engine
+    monkeypatch.setattr(ocr, "engine", lambda arr: seen.append(arr.shape) or engine(arr))
+    lines = ocr.read(banner)
+    assert seen == [(225, 900, 3)]  # 900 / 4 = 225 rows: padded, not stretched
+    text = " ".join(line.text for line in lines).replace(" ", "").upper()
+    assert "SUMMER" in text and "SALE" in text, lines
+    for line in lines:
+        assert all(-6 <= x <= 906 and -6 <= y <= 46 for x, y in line.box), line.box  # unmapped: y ≈ 93 + …
+    assert ocr.read(Image.new("RGB", (1, 1000), (0, 0, 0))) == []  # a 1×1000 strip: no text, no error
