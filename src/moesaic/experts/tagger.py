@@ -72,7 +72,8 @@ def preprocess(image: "Image.Image") -> "torch.Tensor":
     img = fit_shape(img, max_side=RESIZE * MAX_ASPECT, max_aspect=MAX_ASPECT)
     w, h = img.size
     scale = RESIZE / min(w, h)
-    size = (min(max(CROP, round(w * scale)), RESIZE * MAX_ASPECT), min(max(CROP, round(h * scale)), RESIZE * MAX_ASPECT))
+    longest = RESIZE * MAX_ASPECT
+    size = (min(max(CROP, round(w * scale)), longest), min(max(CROP, round(h * scale)), longest))
     img = img.resize(size, Image.Resampling.BILINEAR)
     w, h = img.size
     left, top = (w - CROP) // 2, (h - CROP) // 2

@@ -28,7 +28,8 @@ __all__ = ["PixelBudget", "PixelLease", "MemoryBudget", "machine_memory_bytes", 
 log = logging.getLogger(__name__)
 
 RSS_SHARE = 0.75  # default resident-memory ceiling: this share of the machine's (or cgroup's) memory
-PIXEL_BYTES = 16  # bytes per held pixel the default budget assumes: decoded image, RGB copy, processor arrays (BENCHMARKS.md)
+# bytes per held pixel the default budget assumes: decoded image, RGB copy, processor arrays (BENCHMARKS.md)
+PIXEL_BYTES = 16
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
