@@ -3,7 +3,8 @@ answer the server must give (status, error code, a phrase of the message). Some 
 design (animated images → first frame, CMYK/16-bit → RGB): those expect 200.
 
 Images are generated here (no binary fixtures): :func:`cases` builds the list for a server whose hostile
-loopback helper listens on ``evil_port`` and whose image limits are :data:`LIMITS`.
+loopback helper listens on ``evil_port`` and whose image limits are :data:`LIMITS`; the generated families
+(shapes, bit depths, frame counts, chunk sizes, counts) come from :mod:`hostile_generators`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
+from hostile_generators import generated_cases
 from reliability_helpers import data_url, png_bytes
 
 __all__ = ["Case", "cases", "LIMITS"]
@@ -39,6 +41,7 @@ class Case:
     path: str = "/v1/chat/completions"
     not_says: tuple[str, ...] = field(default_factory=tuple)  # must not leak
     headers: dict[str, str] = field(default_factory=dict)  # extra headers; "SELF" stands for the server's URL
+    chunk_size: int | None = None  # send ``raw`` in chunks of this many bytes (chunked transfer encoding)
 
 
 def chat(*parts: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
@@ -151,7 +154,7 @@ def request_cases() -> list[Case]:
         Case("body_bad_utf8", 400, inv, "not valid json", raw=b'{"model": "tiny\xff\xfe"}'),
         Case("body_json_array", 400, inv, "must be a json object", json=[GOODISH]),
         Case("body_empty", 400, inv, "must be a json object", raw=b""),
-        Case("json_deeply_nested", 400, inv, "not valid json", raw=b"[" * 100_000 + b"]" * 100_000),
+        Case("json_deeply_nested", 400, inv, "json values", raw=b"[" * 100_000 + b"]" * 100_000),
         Case("json_huge_integer", 400, inv, "not valid json", raw=b'{"model": "tiny", "max_tokens": ' + b"9" * 5000 + b"}"),
         Case("messages_is_a_string", 400, inv, "messages", {"model": "tiny", "messages": "hello"}),
         Case("messages_empty", 400, inv, "messages", {"model": "tiny", "messages": []}),
@@ -259,4 +262,5 @@ def url_cases(evil_port: int, loop_port: int) -> list[Case]:
 
 
 def cases(evil_port: int, loop_port: int) -> list[Case]:
-    return image_cases() + request_cases() + url_cases(evil_port, loop_port)
+    generated = generated_cases(Case, chat, img, data_url, LIMITS)
+    return image_cases() + request_cases() + url_cases(evil_port, loop_port) + generated

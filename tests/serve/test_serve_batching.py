@@ -106,8 +106,10 @@ def test_settings_defaults_flags_and_token_estimate(monkeypatch, tmp_path):
     assert flags.effective_default_max_tokens == 32
     monkeypatch.setenv("MOESAIC_API_KEY", "from-env")
     assert cfg.resolved_api_key() == "from-env"
-    msg = ChatMessage(role="user", content="abcdefgh é")  # 11 UTF-8 bytes → 3 tokens
-    assert approx_tokens([msg, msg]) == 6
+    msg = ChatMessage(role="user", content="abcdefgh é")  # role 1 + 11 UTF-8 bytes → 3 tokens
+    assert approx_tokens([msg, msg]) == 8
+    empty = ChatMessage(role="user", content=[{"type": "text", "text": ""}, {"type": "text", "text": ""}])
+    assert approx_tokens([empty] * 3) == 9  # empty messages and parts are not free
 
 
 def test_bad_allow_host_is_a_config_error():

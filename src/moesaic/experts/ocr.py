@@ -18,6 +18,7 @@ import numpy as np
 
 from moesaic.errors import ModelLoadError, missing_extra
 from moesaic.experts._shared import shared_instance
+from moesaic.inputs.shape import fit_shape, fitted_size, padding_offset
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -28,6 +29,12 @@ log = logging.getLogger(__name__)
 
 MIN_SCORE = 0.6
 MAX_BOX_SHARE = 0.9  # a box covering more of the image than this is not a text line
+# rapidocr shrinks the longest side to 2000, then grows the shortest to 30 and (detector) to 736, scaling the
+# other side along: a 1×1000 strip became a 736×690 000 float tensor. Images are fitted first (longest side
+# ≤ MAX_SIDE, aspect ≤ MAX_ASPECT, letterboxed on white), so the detector input is at most 736 × 2 944
+# (a 4:3 photo gives 736 × 981).
+MAX_SIDE = 2000
+MAX_ASPECT = 4
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,23 @@ def _engine_params() -> dict[str, object]:
     return params
 
 
+def _resize_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from rapidocr.ch_ppocr_det.utils import ResizeImgError as DetResizeError
+        from rapidocr.utils.process_img import ResizeImgError
+    except ImportError:  # pragma: no cover - another rapidocr layout
+        return ()
+    return (ResizeImgError, DetResizeError)
+
+
+def _in_original(box: list[list[float]], fitted: "Image.Image", original: "Image.Image") -> list[list[float]]:
+    """A box found in the fitted image, in the coordinates of the original (undo padding, then scaling)."""
+    content = fitted_size(original.size, max_side=MAX_SIDE, max_aspect=MAX_ASPECT)[0]
+    left, top = padding_offset(content, fitted.size)
+    sx, sy = original.width / content[0], original.height / content[1]
+    return [[(float(x) - left) * sx, (float(y) - top) * sy] for x, y in box]
+
+
 class OCR:
     """Read the text lines of an image. ``OCR.shared()`` loads the ONNX models once per process."""
 
@@ -125,10 +149,15 @@ class OCR:
 
     def read(self, image: "Image.Image") -> list[TextLine]:
         """Text lines with confidence and box, in reading order."""
-        rgb = image.convert("RGB")
+        original = image.convert("RGB")
+        rgb = fit_shape(original, max_side=MAX_SIDE, max_aspect=MAX_ASPECT)
         arr = np.asarray(rgb)  # (height, width, 3) uint8, RGB
         with self._lock:
-            out = self.engine(arr)
+            try:
+                out = self.engine(arr)
+            except _resize_errors() as exc:  # a shape rapidocr cannot scale (very small images): no text
+                log.warning("OCR skipped a %dx%d image: %s", rgb.width, rgb.height, exc)
+                return []
         if out.txts is None or out.boxes is None:
             return []
         width, height = rgb.size
@@ -139,5 +168,5 @@ class OCR:
                 continue
             if _box_share(box, width, height) > MAX_BOX_SHARE:
                 continue
-            lines.append(TextLine(text=text, score=round(float(score), 4), box=[[float(x), float(y)] for x, y in box]))
+            lines.append(TextLine(text=text, score=round(float(score), 4), box=_in_original(box, rgb, original)))
         return reading_order(lines)

@@ -17,6 +17,7 @@ import numpy as np
 
 from moesaic.errors import InputError, ModelLoadError, missing_extra
 from moesaic.experts._shared import shared_instance
+from moesaic.inputs.shape import fit_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 RESIZE = 256
 CROP = 224
+MAX_ASPECT = 8  # thinner images are letterboxed first, so the resize below is at most 256 × 2048
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,10 @@ def imagenet_names() -> list[str]:
 
 
 def preprocess(image: "Image.Image") -> "torch.Tensor":
-    """PIL image → (1, 3, 224, 224) float tensor: resize short side 256, centre crop 224, (x-127)/128."""
+    """PIL image → (1, 3, 224, 224) float tensor: resize short side 256, centre crop 224, (x-127)/128.
+
+    Both sides of every resize are bounded: the image is first fitted (longest side ≤ 256·MAX_ASPECT, aspect
+    ≤ MAX_ASPECT, padded on white), so the short-side resize never exceeds 256 × 2048."""
     import torch
     from PIL import Image
 
@@ -64,8 +69,12 @@ def preprocess(image: "Image.Image") -> "torch.Tensor":
     w, h = img.size
     if w < 1 or h < 1:
         raise InputError(f"image has no pixels ({w}x{h})", "send a non-empty image")
+    img = fit_shape(img, max_side=RESIZE * MAX_ASPECT, max_aspect=MAX_ASPECT)
+    w, h = img.size
     scale = RESIZE / min(w, h)
-    img = img.resize((max(CROP, round(w * scale)), max(CROP, round(h * scale))), Image.Resampling.BILINEAR)
+    longest = RESIZE * MAX_ASPECT
+    size = (min(max(CROP, round(w * scale)), longest), min(max(CROP, round(h * scale)), longest))
+    img = img.resize(size, Image.Resampling.BILINEAR)
     w, h = img.size
     left, top = (w - CROP) // 2, (h - CROP) // 2
     img = img.crop((left, top, left + CROP, top + CROP))

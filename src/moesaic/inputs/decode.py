@@ -4,21 +4,28 @@ Order matters: the header is read first (``Image.open`` decodes no pixels) and t
 against ``policy.max_pixels`` before any decoding, so a decompression bomb costs nothing. Only the decoders in
 ``policy.formats`` are tried. JPEGs much larger than ``policy.target_size`` are decoded at a reduced scale
 (libjpeg's DCT scaling via ``draft``). Then the first frame is decoded, EXIF orientation applied, and any
-mode (palette, alpha, CMYK, 16-bit, float) converted to RGB — transparency composited on white.
+mode (palette, alpha, CMYK, 16-bit, float) converted to RGB — transparency composited on white. Last, the
+shape is bounded (:func:`moesaic.inputs.shape.fit_shape`): the longest side is at most ``policy.max_side``
+(downscaled) and the aspect ratio at most ``policy.max_aspect_ratio`` (thin images letterboxed on white), so no
+model or expert downstream resizes a 1×100000 strip into a gigabyte.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from moesaic.errors import ImageError
 from moesaic.inputs.policy import ImagePolicy
+from moesaic.inputs.shape import fit_shape
 
-__all__ = ["decode_image", "to_rgb", "check_pixels", "sniff_kind"]
+__all__ = ["decode_image", "to_rgb", "check_pixels", "sniff_kind", "bounded", "PixelReserver",
+           "declared_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +91,48 @@ def _bomb(exc: Exception) -> ImageError:
     return ImageError(f"image is too large to decode safely: {exc}", "downscale the image before sending it")
 
 
-def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
-    """Decode ``data`` under ``policy`` into a plain (not file-backed) RGB image."""
+class PixelReserver(Protocol):
+    """A budget of decoded pixels shared by concurrent decodes (the server's memory budget).
+
+    ``reserve`` blocks until the pixels fit or raises (the server answers 503); ``release`` returns them."""
+
+    def reserve(self, pixels: int) -> None: ...
+
+    def release(self, pixels: int) -> None: ...
+
+
+def declared_pixels(data: bytes, policy: ImagePolicy) -> int:
+    """Width × height from the header alone (no pixels decoded), after the same checks as decoding."""
     image = _open(data, policy)
     check_pixels(image.size, policy)
+    return image.width * image.height
+
+
+def decode_image(data: bytes, policy: ImagePolicy, reserver: PixelReserver | None = None) -> Image.Image:
+    """Decode ``data`` under ``policy`` into a plain (not file-backed) RGB image.
+
+    With ``reserver``, the pixels the header declares are reserved before decoding; once decoded, the
+    reservation shrinks to the image kept (the caller releases that when it drops the image)."""
+    image = _open(data, policy)
+    check_pixels(image.size, policy)
+    if reserver is None:
+        return _decode_opened(image, policy)
+    declared = image.width * image.height
+    reserver.reserve(declared)
+    try:
+        out = _decode_opened(image, policy)
+    except BaseException:
+        reserver.release(declared)
+        raise
+    kept = out.width * out.height
+    if kept < declared:
+        reserver.release(declared - kept)
+    elif kept > declared:  # letterboxing added padding: count it too
+        reserver.reserve(kept - declared)
+    return out
+
+
+def _decode_opened(image: Image.Image, policy: ImagePolicy) -> Image.Image:
     if policy.target_size and image.format in ("JPEG", "MPO"):
         original = image.size
         image.draft(None, (policy.target_size, policy.target_size))
@@ -108,7 +153,16 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
     except (OSError, SyntaxError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable EXIF orientation: %s", exc)
         upright = image
-    return to_rgb(upright)
+    return bounded(to_rgb(upright), policy)
+
+
+def bounded(image: Image.Image, policy: ImagePolicy) -> Image.Image:
+    """``image`` with its longest side and aspect ratio inside the policy (downscaled, then letterboxed)."""
+    fitted = fit_shape(image, max_side=policy.max_side, max_aspect=policy.max_aspect_ratio)
+    if fitted is not image:
+        log.debug("image %s fitted to %s (max side %d, max aspect %g)", image.size, fitted.size,
+                  policy.max_side, policy.max_aspect_ratio)
+    return fitted
 
 
 def _composite_on_white(image: Image.Image) -> Image.Image:
@@ -119,21 +173,32 @@ def _composite_on_white(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    """16/32-bit integer or float grey → 8-bit grey, scaled (not clipped) to 0..255."""
-    arr = np.asarray(image)  # (height, width)
+    """16/32-bit integer or float grey → 8-bit grey, scaled (not clipped) to 0..255.
+
+    One linear ``point`` and one ``convert`` in Pillow's C code: a few passes over the pixels and no float64
+    copies (numpy on a 4096² float TIFF took seconds and over a GB). Rounds to nearest; NaN becomes 0."""
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")
+    low, high = image.getextrema()  # type: ignore[misc]
+    peak = _peak(image, high)
     if image.mode == "F":
-        values = arr.astype(np.float64)
-        peak = float(np.nanmax(values)) if values.size else 0.0
-        scaled = values * 255.0 if peak <= 1.0 else values
-        out = np.clip(np.nan_to_num(scaled), 0, 255).round()
+        scale = 255.0 if peak <= 1.0 else 1.0
     else:
-        values = arr.astype(np.int64)
-        peak = int(values.max()) if values.size else 0
-        if image.mode.startswith("I;16") or peak <= 65535:
-            out = (np.clip(values, 0, 65535) + 128) // 257  # 65535 → 255, 32768 → 128
-        else:
-            out = np.clip(values, 0, None) * 255 // max(peak, 1)
-    return Image.fromarray(out.astype(np.uint8))  # 2-D uint8 → mode L
+        scale = 1 / 257 if peak <= 65535 else 255 / max(peak, 1)  # 65535 → 255, 32768 → 128
+    scaled = image.point(lambda v: v * scale + 0.5)  # a linear map: evaluated in C
+    return scaled.convert("L")  # clips to 0..255
+
+
+def _peak(image: Image.Image, high: float) -> float:
+    """The largest finite value; Pillow's extrema are NaN when a NaN is present, then a strided sample
+    (at most ~1M values) of the finite ones decides."""
+    if not math.isnan(high) and not math.isinf(high):
+        return float(high)
+    arr = np.asarray(image)  # (height, width): a view of Pillow's buffer is not available, this copies once
+    step = max(1, int(math.sqrt(arr.size / 1_000_000)))
+    sample = arr[::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    return float(finite.max()) if finite.size else 0.0
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

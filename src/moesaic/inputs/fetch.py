@@ -6,6 +6,9 @@ For every hop (the first URL and each redirect) the host is resolved once, every
 and certificate check — keeps the host name while DNS rebinding cannot swap the address. One deadline covers
 the whole fetch (DNS, connect, TLS, every read, every redirect): the socket-level stream wrapper shortens each
 read's timeout to what is left, so a server dribbling one byte at a time cannot hold a worker past it.
+A :class:`FetchCancel` passed along ends a fetch early from another thread: its sockets are shut down, so a
+blocked read returns at once and the worker is free (the server cancels the fetches of a request that failed
+or whose client left).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import socket
 import ssl
+import threading
 import time
 import typing
 from collections.abc import Iterable, Iterator
@@ -26,7 +31,8 @@ from moesaic.errors import FetchError, ImageError, URLPolicyError
 from moesaic.inputs.addresses import IPAddress, checked_addresses
 from moesaic.inputs.policy import ImagePolicy
 
-__all__ = ["fetch_image_bytes", "PinnedBackend", "PinnedTransport", "ALLOWED_CONTENT_TYPES", "USER_AGENT"]
+__all__ = ["fetch_image_bytes", "FetchCancel", "PinnedBackend", "PinnedTransport", "ALLOWED_CONTENT_TYPES",
+           "USER_AGENT"]
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +42,57 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 _USERINFO = re.compile(r"//[^/?#@]*@")
 
 
+class FetchCancel:
+    """Cancels fetches from another thread: :meth:`cancel` shuts down every socket they opened."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.cancelled = False
+
+    def register(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            if self.cancelled:
+                raise httpcore.ConnectError("the fetch was cancelled")
+            if sock is not None:
+                self._sockets.append(sock)
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise httpcore.ReadError("the fetch was cancelled")
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv/send in the fetching thread
+            except OSError:
+                pass
+
+
 class _DeadlineStream(httpcore.NetworkStream):
     """A socket stream whose every read/write is bounded by what is left of one overall deadline."""
 
-    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+    def __init__(self, inner: httpcore.NetworkStream, deadline: float, cancel: FetchCancel | None = None) -> None:
         self._inner = inner
         self._deadline = deadline
+        self._cancel = cancel
 
     def _timeout(self, timeout: float | None) -> float:
+        if self._cancel is not None:
+            self._cancel.check()
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise httpcore.ReadTimeout("the overall time limit was reached")
         return left if timeout is None else min(timeout, left)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._timeout(timeout))
+        data = self._inner.read(max_bytes, self._timeout(timeout))
+        if self._cancel is not None:
+            self._cancel.check()  # a socket shut down by cancel() reads as EOF: not the end of the body
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, self._timeout(timeout))
@@ -62,7 +104,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> "_DeadlineStream":
         inner = self._inner.start_tls(ssl_context, server_hostname, self._timeout(timeout))
-        return _DeadlineStream(inner, self._deadline)
+        return _DeadlineStream(inner, self._deadline, self._cancel)
 
     def get_extra_info(self, info: str) -> typing.Any:
         return self._inner.get_extra_info(info)
@@ -71,10 +113,12 @@ class _DeadlineStream(httpcore.NetworkStream):
 class PinnedBackend(httpcore.NetworkBackend):
     """Connects ``host`` only to the given, already checked addresses; any other host is refused."""
 
-    def __init__(self, host: str, addresses: list[IPAddress], deadline: float) -> None:
+    def __init__(self, host: str, addresses: list[IPAddress], deadline: float,
+                 cancel: FetchCancel | None = None) -> None:
         self._host = host.lower()
         self._addresses = addresses
         self._deadline = deadline
+        self._cancel = cancel
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(  # type: ignore[no-untyped-def]
@@ -93,7 +137,13 @@ class PinnedBackend(httpcore.NetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
                 continue
-            return _DeadlineStream(stream, self._deadline)
+            if self._cancel is not None:
+                try:
+                    self._cancel.register(stream.get_extra_info("socket"))
+                except httpcore.ConnectError:
+                    stream.close()
+                    raise
+            return _DeadlineStream(stream, self._deadline, self._cancel)
         raise error
 
     def sleep(self, seconds: float) -> None:
@@ -181,8 +231,10 @@ def _short(url: httpx.URL | str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def fetch_image_bytes(url: str, policy: ImagePolicy) -> bytes:
-    """Download the image at ``url`` under ``policy``; raise URLPolicyError/FetchError/ImageError."""
+def fetch_image_bytes(url: str, policy: ImagePolicy, cancel: FetchCancel | None = None) -> bytes:
+    """Download the image at ``url`` under ``policy``; raise URLPolicyError/FetchError/ImageError.
+
+    ``cancel`` (optional) lets another thread end the fetch early (then a FetchError says it was cancelled)."""
     deadline = time.monotonic() + policy.timeout_s
     try:
         current = httpx.URL(url.strip())
@@ -190,7 +242,7 @@ def fetch_image_bytes(url: str, policy: ImagePolicy) -> bytes:
         raise URLPolicyError(f"{_short(url)} is not a valid URL: {exc}", "check the image URL") from None
     for _hop in range(policy.max_redirects + 1):
         _check_scheme(current, _short(current))
-        outcome = _fetch_one(current, policy, deadline)
+        outcome = _fetch_one(current, policy, deadline, cancel)
         if isinstance(outcome, bytes):
             return outcome
         log.debug("image URL %s redirects to %s", _short(current), _short(outcome))
@@ -210,7 +262,8 @@ def _transport(backend: PinnedBackend, policy: ImagePolicy) -> PinnedTransport:
         ) from None
 
 
-def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | httpx.URL:
+def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float,
+               cancel: FetchCancel | None = None) -> bytes | httpx.URL:
     """One hop: the body when it is an image, or the next URL when the server redirects."""
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -221,7 +274,9 @@ def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | 
             "use a faster image URL, send the image as base64, or raise timeout_s",
         )
     addresses = checked_addresses(host, port, policy, min(left, policy.connect_timeout_s))
-    backend = PinnedBackend(host, addresses, deadline)
+    if cancel is not None and cancel.cancelled:
+        raise FetchError(f"fetching {_short(url)} was cancelled", "the request ended before the image arrived")
+    backend = PinnedBackend(host, addresses, deadline, cancel)
     timeout = httpx.Timeout(policy.timeout_s, connect=min(policy.connect_timeout_s, policy.timeout_s))
     # identity: a compressed body could inflate past max_bytes inside one chunk before the cap sees it.
     headers = {
@@ -239,6 +294,9 @@ def _fetch_one(url: httpx.URL, policy: ImagePolicy, deadline: float) -> bytes | 
             "use a faster or smaller image URL, send the image as base64, or raise timeout_s",
         ) from None
     except (httpcore.NetworkError, httpcore.ProtocolError, httpx.TransportError) as exc:
+        if cancel is not None and cancel.cancelled:
+            raise FetchError(f"fetching {_short(url)} was cancelled",
+                             "the request ended before the image arrived") from None
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             raise FetchError(
                 f"the TLS certificate of {url.host} is not trusted or not issued for that name ({exc})",

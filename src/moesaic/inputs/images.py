@@ -4,7 +4,8 @@ A reference is one of: an http(s) URL (fetched under the SSRF rules of :mod:`moe
 ``data:image/...;base64,...`` URL, bare base64 (standard or URL-safe alphabet, padding optional, whitespace
 and newlines ignored), a local path (only when the policy allows local paths), raw ``bytes``, or an
 already-open ``PIL.Image.Image``. Whatever the source, the bytes go through
-:func:`moesaic.inputs.decode.decode_image` (size, pixel and format checks; EXIF; RGB).
+:func:`moesaic.inputs.decode.decode_image` (size, pixel and format checks; EXIF; RGB;
+bounded shape).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 from PIL import Image
 
 from moesaic.errors import ImageError, URLPolicyError
-from moesaic.inputs.decode import check_pixels, decode_image, to_rgb
+from moesaic.inputs.decode import PixelReserver, bounded, check_pixels, decode_image, to_rgb
 from moesaic.inputs.fetch import fetch_image_bytes
 from moesaic.inputs.policy import ImagePolicy
 
@@ -38,18 +39,20 @@ _REFUSED_SCHEMES = {
 }
 
 
-def load_image(ref: ImageRef, policy: ImagePolicy | None = None) -> Image.Image:
+def load_image(ref: ImageRef, policy: ImagePolicy | None = None, *,
+               reserver: PixelReserver | None = None) -> Image.Image:
     """Turn ``ref`` into an upright RGB image under ``policy`` (default: the safe server policy).
 
     Raises :class:`~moesaic.errors.ImageError` (not an image, too large, corrupt),
     :class:`~moesaic.errors.URLPolicyError` (a source the policy forbids) or
-    :class:`~moesaic.errors.FetchError` (the URL could not be fetched).
+    :class:`~moesaic.errors.FetchError` (the URL could not be fetched). ``reserver`` counts the decoded
+    pixels against a shared budget (see :class:`~moesaic.inputs.decode.PixelReserver`).
     """
     policy = policy or ImagePolicy()
     if isinstance(ref, Image.Image):
         check_pixels(ref.size, policy)
-        return to_rgb(ref)
-    return decode_image(load_image_bytes(ref, policy), policy)
+        return bounded(to_rgb(ref), policy)
+    return decode_image(load_image_bytes(ref, policy), policy, reserver)
 
 
 def load_image_bytes(ref: ImageRef, policy: ImagePolicy) -> bytes:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from moesaic.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
     from PIL import Image
 
     from moesaic.inputs.images import ImagePolicy
@@ -146,15 +148,19 @@ def resolve_messages(
     *,
     max_images: int | None = None,
     workers: int = 4,
+    load: "Callable[[str], Image.Image] | None" = None,
 ) -> list[Turn]:
-    """Decode every image reference with :func:`moesaic.inputs.images.load_image` under ``policy``.
+    """Decode every image reference with :func:`moesaic.inputs.images.load_image` under ``policy`` (or with
+    ``load``, which the server uses to decode bytes it fetched itself and to count pixels against its budget).
 
     Up to ``workers`` images are fetched/decoded at once (a request with four URLs waits for the slowest,
-    not for the sum); the first failing image, in message order, is the error raised.
+    not for the sum); the first failing image, in message order, is the error raised, after the other
+    images of the request finished (no thread outlives the call).
     """
-    from moesaic.inputs.images import ImagePolicy
+    from moesaic.inputs.images import ImagePolicy, load_image
 
     policy = policy or ImagePolicy()
+    loader = load or (lambda ref: load_image(ref, policy))
     if not messages:
         raise InputError("no messages given", "send at least one user message")
     refs = image_refs(messages)
@@ -163,7 +169,7 @@ def resolve_messages(
             f"{len(refs)} images given but at most {max_images} are accepted",
             f"send {max_images} image(s) or fewer per request",
         )
-    images = iter(_load_all(refs, policy, workers))
+    images = iter(_load_all(refs, loader, workers))
     turns = []
     for msg in messages:
         parts: list[str | Image.Image] = []
@@ -173,16 +179,14 @@ def resolve_messages(
     return turns
 
 
-def _load_all(refs: list[str], policy: "ImagePolicy", workers: int) -> list["Image.Image"]:
+def _load_all(refs: list[str], load: "Callable[[str], Image.Image]", workers: int) -> list["Image.Image"]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from moesaic.inputs.images import load_image
-
     if len(refs) <= 1 or workers <= 1:
-        return [load_image(ref, policy) for ref in refs]
+        return [load(ref) for ref in refs]
     pool = ThreadPoolExecutor(max_workers=min(workers, len(refs)), thread_name_prefix="moesaic-images")
     try:
-        futures = [pool.submit(load_image, ref, policy) for ref in refs]
+        futures = [pool.submit(load, ref) for ref in refs]
         return [future.result() for future in futures]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    finally:  # images not started are dropped; running ones finish (fetches are bounded by their deadline)
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from moesaic.config import FrozenModel
+from moesaic.inputs.shape import DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIDE
 
 __all__ = ["ImagePolicy", "DEFAULT_FORMATS", "MiB"]
 
@@ -38,6 +39,12 @@ class ImagePolicy(FrozenModel):
     allowed_folders: tuple[Path, ...] = ()
     max_bytes: int = Field(default=20 * MiB, gt=0, description="largest encoded image accepted")
     max_pixels: int = Field(default=50_000_000, gt=0, description="largest width*height accepted")
+    max_side: int = Field(
+        default=DEFAULT_MAX_SIDE, ge=16, description="longest side after decoding; longer images are downscaled"
+    )
+    max_aspect_ratio: float = Field(
+        default=DEFAULT_MAX_ASPECT, ge=1.0, description="long/short side after decoding; thinner images are padded"
+    )
     timeout_s: float = Field(default=10.0, gt=0, description="total time for one URL, redirects included")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="time to open one TCP/TLS connection")
     max_redirects: int = Field(default=3, ge=0)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from moesaic.backends.base import Backend, BackendOptions
 from moesaic.errors import MoesaicError, NotFoundError, OverloadedError, missing_extra
-from moesaic.serve.protocol import InternalError
+from moesaic.serve.protocol import InternalError, error_payload, shown
 from moesaic.serve.settings import ServeConfig, sagemaker_host
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +73,7 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
     _install_error_handlers(app, metrics)
     _document_request_bodies(app)
     app.add_middleware(GuardMiddleware, api_key=settings.resolved_api_key(),
-                       max_body_bytes=settings.max_body_bytes, metrics=metrics)
+                       max_body_bytes=settings.max_body_bytes, metrics=metrics, body_timeout_s=settings.body_timeout_s)
     return app
 
 
@@ -103,7 +103,7 @@ def _install_error_handlers(app: "FastAPI", metrics: "ServeMetrics") -> None:
     def render(exc: MoesaicError) -> JSONResponse:
         metrics.observe_error(exc.code)
         headers = {"Retry-After": "1"} if isinstance(exc, OverloadedError) else None
-        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+        return JSONResponse(error_payload(exc), status_code=exc.status, headers=headers)
 
     async def on_moesaic(_: "Request", exc: Exception) -> JSONResponse:
         return render(exc)  # type: ignore[arg-type]
@@ -116,13 +116,14 @@ def _install_error_handlers(app: "FastAPI", metrics: "ServeMetrics") -> None:
     async def on_http(request: "Request", exc: Exception) -> JSONResponse:
         code = getattr(exc, "status_code", 500)
         if code == 404:
-            err: MoesaicError = NotFoundError(f"no route {request.url.path}",
+            err: MoesaicError = NotFoundError(f"no route {shown(request.url.path)}",
                                               "see /docs for the routes (e.g. POST /v1/chat/completions)")
         elif code == 405:
-            err = InputError(f"{request.method} is not allowed on {request.url.path}", "check the HTTP method")
+            err = InputError(f"{shown(request.method)} is not allowed on {shown(request.url.path)}",
+                             "check the HTTP method")
             err.status, err.code = 405, "method_not_allowed"
         else:
-            err = InputError(str(getattr(exc, "detail", "bad request")), "check the request")
+            err = InputError(shown(str(getattr(exc, "detail", "bad request"))), "check the request")
             err.status = code
         return render(err)
 
@@ -180,8 +181,10 @@ def _run(app: "FastAPI", config: ServeConfig, watch: "Callable[[], int | None] |
         import uvicorn
     except ImportError:  # pragma: no cover
         raise missing_extra("uvicorn", "serve") from None
+    from moesaic.serve.timeouts import uvicorn_options
+
     server = uvicorn.Server(uvicorn.Config(app, host=sagemaker_host(config), port=config.port,
-                                           log_level=config.log_level))
+                                           log_level=config.log_level, **uvicorn_options(config.header_timeout_s)))
     died: list[int] = []
     if watch is not None:
         def watchdog() -> None:

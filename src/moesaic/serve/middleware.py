@@ -13,6 +13,7 @@ outside browsers (SDKs, curl, SageMaker) send no ``Origin`` and are unaffected.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 
 from moesaic.errors import AuthError, MoesaicError
 from moesaic.serve.metrics import ServeMetrics
-from moesaic.serve.protocol import CrossOriginError, PayloadTooLargeError
+from moesaic.serve.protocol import BodyTimeoutError, CrossOriginError, PayloadTooLargeError, error_payload
 
 __all__ = ["GuardMiddleware", "OPEN_PATHS", "KNOWN_ROUTES"]
 
@@ -37,7 +38,7 @@ KNOWN_ROUTES = ("/v1/chat/completions", "/v1/models", "/invocations", "/ping", "
 
 
 async def send_error(send: Send, exc: MoesaicError, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(exc.to_dict()).encode("utf-8")
+    body = json.dumps(error_payload(exc)).encode("utf-8")
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": raw})
@@ -45,9 +46,12 @@ async def send_error(send: Send, exc: MoesaicError, headers: dict[str, str] | No
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics: ServeMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics: ServeMetrics,
+                 body_timeout_s: float = 30.0) -> None:
         self.app = app
         self.api_key = api_key
+        self.api_key_bytes = api_key.encode("utf-8") if api_key is not None else None
+        self.body_timeout_s = body_timeout_s
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
 
@@ -82,14 +86,21 @@ class GuardMiddleware:
         if self.api_key is None or path in OPEN_PATHS:
             return None
         headers = dict(scope.get("headers") or [])
-        given = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+        given = headers.get(b"authorization", b"")  # raw bytes: a UTF-8 key arrives as its UTF-8 bytes
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key_bytes or b""):
             return None
         what = "no API key was given" if not given else "the API key is not valid"
         return AuthError(what, "send the header 'Authorization: Bearer <key>' with the server's --api-key")
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | MoesaicError:
+        try:
+            return await asyncio.wait_for(self._read_capped(scope, receive), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            return BodyTimeoutError(f"the request body did not arrive within {self.body_timeout_s:g}s",
+                                    "send the whole body at once, or raise --body-timeout-s")
+
+    async def _read_capped(self, scope: Scope, receive: Receive) -> bytes | MoesaicError:
         limit = self.max_body_bytes
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")

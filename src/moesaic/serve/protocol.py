@@ -27,9 +27,12 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "PayloadTooLargeError",
+    "BodyTimeoutError",
     "InternalError",
     "CrossOriginError",
     "completion_id",
+    "error_payload",
+    "shown",
     "InvocationQuestion",
     "request_schemas",
     "body_ref",
@@ -39,6 +42,13 @@ __all__ = [
 class PayloadTooLargeError(InputError):
     status = 413
     code = "payload_too_large"
+
+
+class BodyTimeoutError(InputError):
+    """The client did not send its whole body in time (slow upload or a stalled connection)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class CrossOriginError(MoesaicError):
@@ -55,6 +65,26 @@ class InternalError(MoesaicError):
     status = 500
     type = "server_error"
     code = "internal_error"
+
+
+MAX_SHOWN = 200  # characters of client input an error message may quote
+MAX_MESSAGE = 2000  # characters of any error message or param
+
+
+def shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """Client input as quoted in an error: at most ``limit`` characters (a 10 MB model name stays 10 MB in
+    the client's request, not in our answer)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def error_payload(exc: MoesaicError) -> dict[str, Any]:
+    """``exc.to_dict()`` with message and param bounded, whatever the error quoted."""
+    body = exc.to_dict()
+    inner = body.get("error", body)
+    for key in ("message", "param"):
+        if isinstance(inner.get(key), str):
+            inner[key] = shown(inner[key], MAX_MESSAGE)
+    return body
 
 
 def completion_id() -> str:

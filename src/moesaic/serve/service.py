@@ -1,8 +1,9 @@
 """The serving logic behind the thin routes: limits, image decoding, batching, responses.
 
-Prompt tokens are *approximated* before anything is decoded as ``ceil(UTF-8 bytes / 4)`` summed over the
-text parts (images are bounded separately by count and pixels); the usage numbers in responses are the
-backend's own counts.
+Prompt tokens are *approximated* before anything is decoded (:func:`approx_tokens`: ``ceil(UTF-8 bytes / 4)``
+per text part, at least one per part and one per message; images are bounded separately by count and pixels);
+the usage numbers in responses are the backend's own counts. Bodies are counted, parsed and validated in a
+worker thread (:mod:`moesaic.serve.parsing`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from moesaic.backends.base import Answer, Backend, GenerationParams, StreamChunk
 from moesaic.errors import ConfigError, ImageError, InputError, MoesaicError, NotFoundError
-from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs, resolve_messages
+from moesaic.inputs.messages import ChatMessage, QuestionRequest, Turn, image_refs
 from moesaic.serve.batching import Batcher
+from moesaic.serve.budget import MemoryBudget, PixelLease
+from moesaic.serve.intake import FetchPool, ImageIntake
 from moesaic.serve.metrics import ServeMetrics
+from moesaic.serve.parsing import (
+    BodyLimits,
+    check_counts,
+    json_object,
+    parse_json_body,
+    validated,
+    validation_error,
+)
 from moesaic.serve.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -36,6 +47,8 @@ from moesaic.serve.protocol import (
     ResponseMessage,
     Usage,
     completion_id,
+    error_payload,
+    shown,
 )
 from moesaic.serve.settings import ServeConfig
 
@@ -46,11 +59,19 @@ _GENERATION_KEYS = ("max_tokens", "temperature", "top_p", "seed", "stop")
 # Below this, sampling is greedy decoding in all but name, and logits / temperature overflow float32 to inf
 # (from about 1e-38 on: the sampler then fails, a 500); such temperatures decode greedily.
 MIN_TEMPERATURE = 1e-5
+M = TypeVar("M", bound=BaseModel)
 
 
 def approx_tokens(messages: list[ChatMessage]) -> int:
-    """Documented approximation of prompt tokens: ceil(UTF-8 bytes / 4) over all text parts."""
-    return sum(math.ceil(len(m.text().encode("utf-8")) / 4) for m in messages)
+    """Documented approximation of prompt tokens: per message one token (its role) plus, per content part, at
+    least one token, a text part ceil(UTF-8 bytes / 4). Empty messages and parts count too."""
+    total = 0
+    for message in messages:
+        total += 1
+        for part in message.parts():
+            text = getattr(part, "text", None)
+            total += max(1, math.ceil(len(text.encode("utf-8")) / 4)) if text is not None else 1
+    return total
 
 
 def model_image_side(backend: Backend) -> int | None:
@@ -74,28 +95,6 @@ def model_image_side(backend: Backend) -> int | None:
     return max(sides) if sides else None
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> InputError:
-    """A pydantic error as a 400 that names the field: the most specific one (deepest location), so that a
-    bad part of a content *list* is reported, not the ``str`` alternative of the same union."""
-    first = max(exc.errors(), key=lambda e: len(e["loc"]))
-    loc = ".".join(_readable_loc(first["loc"])) or "(body)"
-    loc = f"{prefix}{loc}" if prefix else loc
-    msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return InputError(f"invalid request: {loc}: {msg}{more}", f"fix the '{loc}' field of the request", param=loc)
-
-
-def _readable_loc(loc: tuple[int | str, ...]) -> list[str]:
-    """pydantic's location without union labels: ``messages.0.content.list[tagged-union[...]].0.image_url.
-    image_url.url`` (branch label, then the discriminator tag beside the field) becomes
-    ``messages.0.content.0.image_url.url``."""
-    out: list[str] = []
-    for part in map(str, loc):
-        if part != "body" and "[" not in part and not (out and out[-1] == part):
-            out.append(part)
-    return out
-
-
 class ChatService:
     """Owns the backend, the batcher, the image policy and the metrics of one app."""
 
@@ -111,6 +110,8 @@ class ChatService:
                 allow_private_hosts=list(settings.allow_host),
                 max_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
+                max_side=settings.max_image_side,
+                max_aspect_ratio=settings.max_image_aspect,
                 timeout_s=settings.image_timeout_s,
                 target_size=model_image_side(backend),  # big JPEGs decode at 1/2-1/8 scale, not in full
             )
@@ -127,6 +128,14 @@ class ChatService:
             incoming=lambda: self.preparing,
         )
         self.preparing = 0  # requests between arrival and the queue (decoding images)
+        self.body_limits = BodyLimits(max_messages=settings.max_messages,
+                                      max_content_parts=settings.max_content_parts,
+                                      max_prompt_tokens=settings.max_prompt_tokens)
+        self._parse_limiter = anyio.CapacityLimiter(2)  # big bodies parse two at a time, never 40 at once
+        self.memory = MemoryBudget.for_machine(settings.max_rss_mib, settings.max_pixels_in_flight,
+                                               settings.max_image_pixels, settings.budget_wait_s)
+        self.fetcher = FetchPool(settings.fetch_workers, settings.fetch_per_client)
+        self.intake = ImageIntake(self.policy, self.fetcher, settings.decode_workers)
         self.ready = False
 
     async def start(self) -> None:
@@ -136,9 +145,17 @@ class ChatService:
     async def stop(self) -> None:
         self.ready = False
         await self.batcher.stop()
+        self.fetcher.close()
         self.backend.close()
 
-    # ----- preparation: limits first, then decoding off the event loop -----
+    # ----- preparation: limits first, then parsing and decoding off the event loop -----
+    async def parse(self, raw: bytes, model: type[M]) -> M:
+        """A JSON body as ``model``: counted, parsed and validated in a worker thread (400s name the field).
+        Refused with 503 first while the server is over its memory ceiling."""
+        self.memory.admit()
+        return await anyio.to_thread.run_sync(parse_json_body, raw, model, self.body_limits,
+                                              limiter=self._parse_limiter)
+
     def params_for(self, max_tokens: int | None, temperature: float, top_p: float,
                    seed: int | None, stop: list[str] | None) -> GenerationParams:
         limit = self.settings.max_tokens_limit
@@ -155,7 +172,8 @@ class ChatService:
         cap = self.backend.max_images
         return self.settings.max_images if cap is None else min(cap, self.settings.max_images)
 
-    async def decode(self, messages: list[ChatMessage]) -> list[Turn]:
+    async def decode(self, messages: list[ChatMessage], lease: PixelLease, client: str = "-") -> list[Turn]:
+        """The messages with their images decoded; the images' pixels are held by ``lease``."""
         n_tokens = approx_tokens(messages)
         if n_tokens > self.settings.max_prompt_tokens:
             raise InputError(
@@ -166,8 +184,7 @@ class ChatService:
             raise InputError(f"model {self.model_name!r} does not accept images", "send text only", param="messages")
         self.preparing += 1
         try:
-            return await anyio.to_thread.run_sync(
-                lambda: resolve_messages(messages, self.policy, max_images=self.max_images()))
+            return await self.intake.turns(messages, lease, client, self.max_images())
         except (MoesaicError, ImportError, MemoryError):
             raise  # ours to explain, or a server fault (500), not the client's image
         except Exception as exc:  # a decoder crashed on the client's bytes: their image, our 400
@@ -177,12 +194,13 @@ class ChatService:
         finally:
             self.preparing -= 1  # the caller queues the request before it next awaits
 
-    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[list[Turn], GenerationParams]:
+    async def prepare_chat(self, req: ChatCompletionRequest, lease: PixelLease,
+                           client: str = "-") -> tuple[list[Turn], GenerationParams]:
         if req.model != self.model_name:
-            raise NotFoundError(f"model {req.model!r} is not served here",
+            raise NotFoundError(f"model {shown(req.model)!r} is not served here",
                                 f"use model {self.model_name!r} (see GET /v1/models)", param="model")
         params = self.params_for(req.requested_max_tokens(), req.temperature, req.top_p, req.seed, req.stop)
-        return await self.decode(req.messages), params
+        return await self.decode(req.messages, lease, client), params
 
     # ----- answering -----
     async def answer(self, turns: list[Turn], params: GenerationParams) -> Answer:
@@ -195,9 +213,13 @@ class ChatService:
         self.metrics.observe_tokens(answer.prompt_tokens, answer.completion_tokens)
         return answer
 
-    async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
-        turns, params = await self.prepare_chat(req)
-        answer = await self.answer(turns, params)
+    async def complete(self, req: ChatCompletionRequest, client: str = "-") -> ChatCompletion:
+        lease = self.memory.lease()
+        try:
+            turns, params = await self.prepare_chat(req, lease, client)
+            answer = await self.answer(turns, params)
+        finally:
+            lease.close()
         return ChatCompletion(
             model=self.model_name,
             choices=[Choice(message=ResponseMessage(content=answer.text), finish_reason=answer.finish_reason)],
@@ -205,23 +227,33 @@ class ChatService:
             moesaic=MoesaicExtra(experts=answer.experts),
         )
 
-    def open_stream(self, turns: list[Turn], params: GenerationParams, include_usage: bool) -> AsyncIterator[str]:
-        """Queue the stream now (a full queue is a 503 before any byte is sent); iterate for SSE lines."""
-        chunks = self.batcher.stream(turns, params, self.settings.request_timeout_s)
-        return self._sse(chunks, include_usage)
+    async def open_stream(self, req: ChatCompletionRequest, client: str = "-") -> AsyncIterator[str]:
+        """Decode and queue the stream now (errors and a full queue are 4xx/503s before any byte is sent);
+        iterate the result for SSE lines. The images' pixels are held until the stream ends."""
+        lease = self.memory.lease()
+        try:
+            turns, params = await self.prepare_chat(req, lease, client)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            chunks = await self.start_chunks(turns, params)
+        except BaseException:
+            lease.close()
+            raise
+        return self._sse(chunks, include_usage, lease)
 
-    async def start_stream(self, turns: list[Turn], params: GenerationParams,
-                           include_usage: bool) -> AsyncIterator[str]:
-        """:meth:`open_stream` for the routes (the gateway's override awaits the engine's status first)."""
-        return self.open_stream(turns, params, include_usage)
+    async def start_chunks(self, turns: list[Turn], params: GenerationParams) -> AsyncIterator[StreamChunk]:
+        """Queue the generation (a full queue is a 503 before any byte is sent); the gateway's override sends
+        the request to the engine and awaits its status first."""
+        return self.batcher.stream(turns, params, self.settings.request_timeout_s)
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         """Status code and body of ``/health`` (``/ping`` uses the code)."""
         body = {"status": "ok" if self.ready else "loading", "model": self.model_name,
-                "queue_depth": self.batcher.depth, "batches": self.batcher.batches}
+                "queue_depth": self.batcher.depth, "batches": self.batcher.batches,
+                "memory": self.memory.snapshot()}
         return (200 if self.ready else 503), body
 
-    async def _sse(self, chunks: AsyncIterator[StreamChunk], include_usage: bool) -> AsyncIterator[str]:
+    async def _sse(self, chunks: AsyncIterator[StreamChunk], include_usage: bool,
+                   lease: PixelLease) -> AsyncIterator[str]:
         """``chat.completion.chunk`` events, the last with moesaic's experts, then ``data: [DONE]``."""
         cid, created = completion_id(), int(time.time())
 
@@ -244,38 +276,56 @@ class ChatService:
         except Exception as exc:
             err = exc if isinstance(exc, MoesaicError) else _internal(exc)
             self.metrics.observe_error(err.code)
-            yield f"data: {json.dumps(err.to_dict())}\n\n"
+            yield f"data: {json.dumps(error_payload(err))}\n\n"
         finally:
+            lease.close()
             await chunks.aclose()  # type: ignore[attr-defined]
         yield "data: [DONE]\n\n"
 
-    async def invoke(self, body: bytes, content_type: str, question: str | None) -> InvocationResponse:
+    async def invoke(self, body: bytes, content_type: str, question: str | None,
+                     client: str = "-") -> InvocationResponse:
         """SageMaker ``/invocations``: ``{"question","image"}``, a chat body, or raw image bytes."""
+        self.memory.admit()
+        lease = self.memory.lease()
+        try:
+            return await self._invoke(body, content_type, question, client, lease)
+        finally:
+            lease.close()
+
+    async def _invoke(self, body: bytes, content_type: str, question: str | None, client: str,
+                      lease: PixelLease) -> InvocationResponse:
+        req = await anyio.to_thread.run_sync(self._invocation_request, body, content_type, question,
+                                             limiter=self._parse_limiter)
+        if isinstance(req, ChatCompletionRequest):
+            turns, params = await self.prepare_chat(req, lease, client)
+        else:
+            chat = req[0]
+            params = self.params_for(chat.requested_max_tokens(), chat.temperature, chat.top_p, chat.seed, chat.stop)
+            turns = await self.decode(chat.messages, lease, client)
+        answer = await self.answer(turns, params)
+        return InvocationResponse(answer=answer.text, model=self.model_name, experts=answer.experts,
+                                  usage=_usage(answer), finish_reason=answer.finish_reason)
+
+
+    def _invocation_request(self, body: bytes, content_type: str,
+                            question: str | None) -> ChatCompletionRequest | tuple[ChatCompletionRequest]:
+        """The /invocations body as a chat request (worker thread); a 1-tuple for the plain question form."""
         if content_type.startswith("image/"):
             ref = base64.b64encode(body).decode("ascii")
             data: dict[str, Any] = {"question": question or "What is in this image?", "image": ref}
         else:
-            data = _json_object(body)
+            data = json_object(body, self.body_limits, 'send {"question": ..., "image": ...}')
         if "messages" in data:
             data.setdefault("model", self.model_name)
-            try:
-                req = ChatCompletionRequest.model_validate(data)
-            except ValidationError as exc:
-                raise validation_error(exc) from None
-            turns, params = await self.prepare_chat(req)
-        else:
-            gen = {k: data.pop(k) for k in _GENERATION_KEYS if k in data}
-            try:
-                plain = QuestionRequest.model_validate(data)
-                chat = ChatCompletionRequest.model_validate({"model": self.model_name, "messages": [], **gen} |
-                                                            {"messages": plain.to_messages()})
-            except ValidationError as exc:
-                raise validation_error(exc) from None
-            params = self.params_for(chat.requested_max_tokens(), chat.temperature, chat.top_p, chat.seed, chat.stop)
-            turns = await self.decode(chat.messages)
-        answer = await self.answer(turns, params)
-        return InvocationResponse(answer=answer.text, model=self.model_name, experts=answer.experts,
-                                  usage=_usage(answer), finish_reason=answer.finish_reason)
+            check_counts(data, self.body_limits)
+            return validated(ChatCompletionRequest, data)
+        gen = {k: data.pop(k) for k in _GENERATION_KEYS if k in data}
+        try:
+            plain = QuestionRequest.model_validate(data)
+            return (ChatCompletionRequest.model_validate({"model": self.model_name, "messages": [], **gen} |
+                                                         {"messages": plain.to_messages()}),)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
 
 
 def _usage(answer: Answer) -> Usage:
@@ -286,13 +336,3 @@ def _usage(answer: Answer) -> Usage:
 def _internal(exc: Exception) -> InternalError:
     log.error("backend failed: %s", exc, exc_info=exc)
     return InternalError("the model failed to answer this request", "retry; if it keeps failing, read the server log")
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"null")
-    except (ValueError, RecursionError) as exc:  # bad JSON/UTF-8, >4300-digit ints, deep nesting
-        raise InputError(f"the body is not valid JSON: {exc}", 'send {"question": ..., "image": ...}') from None
-    if not isinstance(data, dict):
-        raise InputError("the body must be a JSON object", 'send {"question": ..., "image": ...}')
-    return data

@@ -41,6 +41,18 @@ class ServeConfig(CommandConfig):
     max_images: int = Field(4, ge=0, description="images per request")
     max_image_bytes: int = Field(10 * MiB, ge=1, description="largest encoded image")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width × height)")
+    max_image_side: int = Field(8192, ge=16, description="longest image side after decoding (longer: downscaled)")
+    max_image_aspect: float = Field(20.0, ge=1.0, description="long/short side after decoding (thinner: padded)")
+    max_messages: int = Field(256, ge=1, description="messages per request, empty ones included")
+    max_content_parts: int = Field(512, ge=1, description="content parts per request, all messages together")
+    max_pixels_in_flight: int | None = Field(
+        None, ge=1, description="decoded image pixels held by all requests at once (default: from --max-rss-mib)")
+    max_rss_mib: int | None = Field(
+        None, ge=64, description="resident memory above which new requests get 503 (default: 3/4 of the machine's)")
+    budget_wait_s: float = Field(5.0, ge=0, description="how long an image waits for pixel budget before 503")
+    fetch_workers: int = Field(16, ge=1, description="threads fetching image URLs, all clients together")
+    fetch_per_client: int = Field(4, ge=1, description="image URLs fetched at once for one client address")
+    decode_workers: int = Field(8, ge=1, description="requests decoding their images at once")
     max_prompt_tokens: int = Field(
         4096, ge=1, description="prompt text limit, approximated as ceil(UTF-8 bytes / 4) per request"
     )
@@ -50,6 +62,8 @@ class ServeConfig(CommandConfig):
     batch_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
     queue_size: int = Field(64, ge=1, description="waiting requests before 503")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request deadline (504 after it)")
+    header_timeout_s: float = Field(10.0, gt=0, description="time a connection has to send its request headers")
+    body_timeout_s: float = Field(30.0, gt=0, description="time a request has to send its whole body (408 after)")
     image_timeout_s: float = Field(10.0, gt=0, description="image URL fetch timeout")
     vllm_args: list[str] = Field(default_factory=list, description="extra arguments for `vllm serve`")
     upstream: str | None = Field(

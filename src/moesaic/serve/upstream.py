@@ -24,6 +24,7 @@ from moesaic.backends.upstream import UpstreamBackend, UpstreamConfig, folder_im
 from moesaic.errors import MoesaicError, OverloadedError, RequestTimeoutError
 from moesaic.inputs.messages import ChatMessage, Turn, image_refs, resolve_messages
 from moesaic.serve.metrics import ServeMetrics
+from moesaic.serve.budget import PixelLease
 from moesaic.serve.service import ChatService, approx_tokens
 from moesaic.serve.settings import ServeConfig
 
@@ -115,13 +116,13 @@ class UpstreamService(ChatService):
         return RequestTimeoutError(f"the request took longer than {self.settings.request_timeout_s:g} s",
                                    "ask for fewer max_tokens, or raise --request-timeout-s")
 
-    async def decode(self, messages: list[ChatMessage]) -> list[Turn]:
+    async def decode(self, messages: list[ChatMessage], lease: PixelLease, client: str = "-") -> list[Turn]:
         """Text-only requests skip the decoding thread (a thread hop costs more than the work here)."""
         if image_refs(messages):
-            return await super().decode(messages)
+            return await super().decode(messages, lease, client)
         n_tokens = approx_tokens(messages)
         if n_tokens > self.settings.max_prompt_tokens:
-            return await super().decode(messages)  # raises the limit's error
+            return await super().decode(messages, lease, client)  # raises the limit's error
         return resolve_messages(messages, self.policy, max_images=self.max_images())
 
     # ----- answering -----
@@ -141,10 +142,9 @@ class UpstreamService(ChatService):
         self.metrics.observe_tokens(answer.prompt_tokens, answer.completion_tokens)
         return answer
 
-    async def start_stream(self, turns: list[Turn], params: GenerationParams,
-                           include_usage: bool) -> AsyncIterator[str]:
+    async def start_chunks(self, turns: list[Turn], params: GenerationParams) -> AsyncIterator[StreamChunk]:
         """Send the request upstream and wait for its status, so an engine error is an HTTP error (not an
-        event inside a 200 stream); then iterate for our SSE lines."""
+        event inside a 200 stream); then iterate for the engine's chunks."""
         self._admit()
         try:
             body = await self._body(turns, params, stream=True)
@@ -159,9 +159,9 @@ class UpstreamService(ChatService):
                 self._note_failure(exc)
             raise
         done = _once(lambda: (response.close(), self._release()))
-        events = self._sse(self._relay(response, done), include_usage)
-        weakref.finalize(events, done)  # a stream never iterated (client gone before the first byte)
-        return events
+        chunks = self._relay(response, done)
+        weakref.finalize(chunks, done)  # a stream never iterated (client gone before the first byte)
+        return chunks
 
     async def _relay(self, response: "StreamResponse", done: Callable[[], None]) -> AsyncIterator[StreamChunk]:
         """The engine's chunks until its answer ends, the deadline passes or our client goes away; closing
@@ -201,5 +201,6 @@ class UpstreamService(ChatService):
         upstream = await self.upstream_health() if self.ready else {"status": "down", "error": "not started"}
         ok = self.ready and upstream["status"] == "ok"
         body = {"status": "ok" if ok else ("upstream_down" if self.ready else "loading"), "model": self.model_name,
-                "upstream": upstream, "in_flight": self.in_flight, "forwarded": self.forwarded}
+                "upstream": upstream, "in_flight": self.in_flight, "forwarded": self.forwarded,
+                "memory": self.memory.snapshot()}
         return (200 if ok else 503), body

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from moesaic.errors import InputError
-from moesaic.serve.service import ChatService, validation_error
+from moesaic.serve.service import ChatService
 
-__all__ = ["service_of", "parse_body", "until_disconnect", "ClientGone"]
+__all__ = ["service_of", "client_of", "parse_body", "until_disconnect", "ClientGone"]
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +25,14 @@ def service_of(request: Request) -> ChatService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
+def client_of(request: Request) -> str:
+    """The client's address: the key of per-client fairness for image fetches."""
+    return request.client.host if request.client else "-"
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
-    """Validate the JSON body against ``model``; errors are 400s naming the field."""
-    raw = await request.body()
-    try:
-        data: Any = json.loads(raw or b"null")
-    except (ValueError, RecursionError) as exc:  # bad JSON/UTF-8, >4300-digit ints, deep nesting
-        raise InputError(f"the body is not valid JSON: {exc}", "send a JSON object") from None
-    if not isinstance(data, dict):
-        raise InputError("the body must be a JSON object", "send a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    """Validate the JSON body against ``model`` off the event loop; errors are 400s naming the field."""
+    return await service_of(request).parse(await request.body(), model)
 
 
 class ClientGone(Exception):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from moesaic.serve.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, body_ref
-from moesaic.serve.routes.common import parse_body, service_of, until_disconnect
+from moesaic.serve.routes.common import client_of, parse_body, service_of, until_disconnect
 
 __all__ = ["router"]
 
@@ -17,12 +17,11 @@ router = APIRouter()
 async def chat_completions(request: Request) -> Response:
     service = service_of(request)
     req = await parse_body(request, ChatCompletionRequest)
+    client = client_of(request)
     if not req.stream:
-        result = await until_disconnect(request, service.complete(req))
+        result = await until_disconnect(request, service.complete(req, client))
         return JSONResponse(result.model_dump(mode="json"))
-    turns, params = await service.prepare_chat(req)
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    events = await service.start_stream(turns, params, include_usage)
+    events = await until_disconnect(request, service.open_stream(req, client))
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
