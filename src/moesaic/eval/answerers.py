@@ -141,7 +141,7 @@ def make_answerer(spec: EvalModel) -> Answerer:
         return EndpointAnswerer(spec)
     from moesaic.backends.registry import load_backend
 
-    options = BackendOptions(dtype=spec.dtype, device=spec.device)
+    options = BackendOptions(dtype=spec.dtype, device=spec.device, quantization=spec.quantization)
     try:
         backend = load_backend(str(spec.model), options, backend=spec.backend)
     except MoesaicError:

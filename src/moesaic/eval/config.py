@@ -43,6 +43,8 @@ class EvalModel(FrozenModel):
     backend: str | None = Field(None, description="backend name (default: chosen from the model)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="transformers models: load the linear layers in 4 or 8 bits (bitsandbytes)")
     endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API, e.g. http://host:8080/v1")
     api_key: SecretStr | None = Field(
         None, exclude=True, description="API key for the endpoint (default: $OPENAI_API_KEY); never written out"
@@ -68,6 +70,8 @@ class EvalModel(FrozenModel):
         this includes a stamp of its files (name, size, modification time), so retrained weights saved
         at the same path are asked again."""
         ident: dict[str, object] = self.model_dump(include={"model", "backend", "dtype", "endpoint", "endpoint_model"})
+        if self.quantization != "none":  # quantised answers differ; unquantised keys stay as they were
+            ident["quantization"] = self.quantization
         if self.model is not None and Path(self.model).is_dir():
             ident["files"] = _folder_stamp(Path(self.model))
         return ident

@@ -27,7 +27,8 @@ from moesaic.finetune.config import QuantSettings
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["QUANT_FILE", "ResolvedQuantization", "resolve", "load_quantized", "prepare_for_training",
+__all__ = ["QUANT_FILE", "ResolvedQuantization", "resolve", "load_quantized", "load_qlora",
+           "prepare_for_training",
            "write_settings", "read_settings"]
 
 QUANT_FILE = "quantization.json"
@@ -84,6 +85,14 @@ def load_quantized(path: str | Path, resolved: ResolvedQuantization, device: "to
                              "check quantization.skip_modules; method: qlora needs nn.Linear layers")
     resolved.quantized_linear, resolved.full_precision_linear = report.quantized_linear, report.full_precision_linear
     return model
+
+
+def load_qlora(base: str | Path, adapter: Path, resolved: ResolvedQuantization) -> Any:
+    """The quantised base with a trained adapter on it (on CPU): the model a QLoRA run evaluated."""
+    import torch
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_quantized(base, resolved, torch.device("cpu")), adapter).eval()
 
 
 def prepare_for_training(model: Any, gradient_checkpointing: bool) -> Any:

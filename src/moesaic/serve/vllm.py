@@ -54,6 +54,11 @@ def vllm_command(config: ServeConfig) -> list[str]:
            "--served-model-name", config.model_name,
            "--limit-mm-per-prompt", json.dumps({"image": config.max_images}),
            "--dtype", config.dtype]
+    if config.quantization == "8bit":
+        raise ConfigError("vLLM has no in-flight 8-bit bitsandbytes loading",
+                          "use --quantization 4bit with --engine vllm, or --engine moesaic", param="quantization")
+    if config.quantization == "4bit":
+        cmd += ["--quantization", "bitsandbytes"]  # vLLM's in-flight 4-bit bitsandbytes loading
     key = config.resolved_api_key()
     if key:
         cmd += ["--api-key", key]
