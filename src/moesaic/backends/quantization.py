@@ -45,12 +45,22 @@ def bnb_config(bits: Quantization, *, compute_dtype: "torch.dtype", quant_type: 
     require_bitsandbytes()
     from transformers import BitsAndBytesConfig
 
-    skip = list(skip_modules) or None  # None: transformers' default (the LM head and tied outputs)
+    skip = _skip_patterns(skip_modules)
     if bits == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype,
                               llm_int8_skip_modules=skip)
+
+
+def _skip_patterns(names: Sequence[str]) -> list[str] | None:
+    """None: transformers' default (the LM head and tied outputs). Otherwise the LM head plus each name, matched
+    as a module name or its last dotted parts ("merger" keeps ``model.visual.merger`` and all inside it)."""
+    if not names:
+        return None
+    import re
+
+    return ["lm_head", *(rf"(?:.*\.)?{re.escape(n)}" for n in names)]
 
 
 class QuantizationReport(BaseModel):

@@ -36,7 +36,7 @@ class QuantSettings(FrozenModel):
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of the de-quantised matmuls; auto: bfloat16 on a GPU that has it, else float32")
     skip_modules: list[str] = Field(default_factory=list,
-                                    description="module names kept in full precision (default: the LM head)")
+                                    description="modules kept in full precision besides the LM head (names or their last parts: [merger])")
 
 
 class BudgetSettings(FrozenModel):
