@@ -26,7 +26,8 @@ def _config(base: Path, data: Path, out: Path, **extra: object) -> FinetuneConfi
     return FinetuneConfig.validated({**settings, **extra})
 
 
-@pytest.mark.parametrize("family", ["idefics3", "llava", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["idefics3", pytest.param("llava", marks=pytest.mark.slow),
+                                    pytest.param("qwen3_vl", marks=pytest.mark.slow)])
 def test_qlora_trains_and_exports_into_the_full_precision_base(ft_model, colour_data: Path,  # noqa: ANN001
                                                                tmp_path: Path, family: str) -> None:
     from transformers import AutoModelForImageTextToText
@@ -80,6 +81,7 @@ def test_qlora_trains_and_exports_into_the_full_precision_base(ft_model, colour_
     assert exported.quantized_logit_diff is not None and 0 < exported.quantized_logit_diff < 3 * quant_error
 
 
+@pytest.mark.slow
 def test_qlora_resumes_to_the_weights_of_an_uninterrupted_run(ft_model, colour_data: Path,  # noqa: ANN001
                                                                tmp_path: Path) -> None:
     base = ft_model("idefics3")
@@ -107,3 +109,26 @@ def test_qlora_settings_fp4_without_double_quant_are_recorded(ft_model, colour_d
     kept = saved["full_precision_linear"]
     assert "lm_head" in kept and "model.visual.merger.linear_fc1" in kept and "model.visual.merger.linear_fc2" in kept
     assert not any("deepstack_merger_list" in n or "q_proj" in n for n in kept)
+
+
+@pytest.mark.slow
+def test_killed_qlora_run_resumes_to_the_same_weights(ft_model, colour_data: Path,  # noqa: ANN001
+                                                      tmp_path: Path) -> None:
+    import yaml
+    from test_finetune_resume import _kill_after_first_checkpoint
+
+    def cfg(out: Path) -> dict:
+        return {**_config(ft_model("idefics3"), colour_data, out, max_steps=6, save_every=2, batch_size=2,
+                          eval_fraction=0.0, lora={"rank": 4, "dropout": 0.1}).model_dump(), "seed": 7}
+    straight = finetune(FinetuneConfig.validated(cfg(tmp_path / "straight")))
+    out, path = tmp_path / "killed", tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(cfg(out)))
+    _kill_after_first_checkpoint(path, out)
+    done = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
+    assert done and done[-1] < 6 and not (out / "result.json").exists()
+    resumed = finetune(FinetuneConfig.load(path))
+    assert resumed.resumed_from is not None and resumed.steps == straight.steps == 6
+    a = load_file(str(tmp_path / "straight/checkpoints/step-00000006/trainable.safetensors"))
+    b = load_file(str(out / "checkpoints/step-00000006/trainable.safetensors"))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert read_settings(out / "adapter") is not None

@@ -89,3 +89,37 @@ def test_backends_that_cannot_quantise_say_so() -> None:
     with pytest.raises(ConfigError, match="cannot load 'starter' with quantization=4bit") as info:
         load_backend("starter", BackendOptions(quantization="4bit"))
     assert "drop --quantization" in (info.value.hint or "")
+
+
+def test_ask_cli_takes_the_quantization_flag(ft_model, tmp_path, capsys) -> None:  # noqa: ANN001
+    import json
+
+    from PIL import Image
+
+    from moesaic.ask import _BACKENDS
+    from moesaic.cli import main
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (220, 20, 20)).save(image)
+    folder = str(ft_model("idefics3"))
+    assert main(["ask", str(image), "What colour?", "--model", folder, "--quantization", "8bit", "--max-tokens", "4",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == folder
+    loaded = [b for key, b in _BACKENDS.items() if key[0] == folder and key[-1] == "8bit"]
+    assert loaded and any(type(m).__name__ == "Linear8bitLt" for m in loaded[0].model.modules())
+    assert main(["ask", str(image), "What colour?", "--quantization", "2bit"]) == 2
+    assert "quantization" in capsys.readouterr().err
+
+
+def test_vllm_engine_gets_in_flight_4bit_and_refuses_8bit(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from moesaic.serve.settings import ServeConfig
+    from moesaic.serve.vllm import vllm_command
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    cmd = vllm_command(ServeConfig(model=str(tmp_path), engine="vllm", quantization="4bit"))
+    assert cmd[cmd.index("--quantization") + 1] == "bitsandbytes"
+    assert "--quantization" not in vllm_command(ServeConfig(model=str(tmp_path), engine="vllm"))
+    with pytest.raises(ConfigError, match="8-bit"):
+        vllm_command(ServeConfig(model=str(tmp_path), engine="vllm", quantization="8bit"))
