@@ -47,10 +47,6 @@ class ResolvedQuantization(BaseModel):
     quantized_linear: int | None = None
     full_precision_linear: list[str] | None = None
 
-    def settings(self) -> QuantSettings:
-        return QuantSettings(quant_type=self.quant_type, double_quant=self.double_quant,  # type: ignore[arg-type]
-                             compute_dtype=self.compute_dtype, skip_modules=self.skip_modules)  # type: ignore[arg-type]
-
 
 def resolve(settings: QuantSettings, device: "torch.device", gradient_checkpointing: bool) -> ResolvedQuantization:
     """Settings with ``auto`` decided for ``device``; fails (naming the extra) when bitsandbytes is missing."""
