@@ -35,7 +35,7 @@ def save_processor(processor: Any, folder: Path) -> None:
 
 
 def load_model(path: str | Path, dtype: str = "float32", **load_kwargs: Any) -> Any:
-    """``load_kwargs`` go to ``from_pretrained`` (QLoRA: ``quantization_config``, ``device_map``)."""
+    """``dtype`` "auto" keeps the checkpoint's; ``load_kwargs`` go to ``from_pretrained`` (QLoRA: quantisation)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -44,7 +44,8 @@ def load_model(path: str | Path, dtype: str = "float32", **load_kwargs: Any) -> 
         raise ConfigError(f"base model {path} has no config.json",
                           "point base_model at a saved transformers model folder (save_pretrained output)")
     try:
-        return AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype), **load_kwargs)
+        return AutoModelForImageTextToText.from_pretrained(
+            path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **load_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load {path} as an image-text-to-text model: {exc}",
                              "use a VLM folder (Idefics3/SmolVLM, LLaVA, Qwen3-VL, ...)") from None

@@ -65,7 +65,7 @@ def resolve(settings: QuantSettings, device: "torch.device", gradient_checkpoint
 
 
 def load_quantized(path: str | Path, resolved: ResolvedQuantization, device: "torch.device") -> Any:
-    """The base model with 4-bit linear layers, on ``device``; other parameters in the compute dtype."""
+    """The base model with 4-bit linear layers, on ``device``; other parameters in the checkpoint's dtype."""
     import torch
 
     from moesaic.backends.quantization import bnb_config, quantization_report
@@ -74,7 +74,9 @@ def load_quantized(path: str | Path, resolved: ResolvedQuantization, device: "to
     dtype = getattr(torch, resolved.compute_dtype)
     config = bnb_config("4bit", compute_dtype=dtype, quant_type=resolved.quant_type,
                         double_quant=resolved.double_quant, skip_modules=resolved.skip_modules)
-    model = load_model(path, resolved.compute_dtype, quantization_config=config, device_map={"": device})
+    # the parts left unquantised load in the checkpoint's dtype (no float32 copy of a bf16 checkpoint while
+    # loading); prepare_for_training casts them to float32 afterwards, as PEFT's recipe does
+    model = load_model(path, "auto", quantization_config=config, device_map={"": device})
     report = quantization_report(model)
     if report.quantized_linear == 0:
         raise ModelLoadError(f"no linear layer of {path} was quantised",
@@ -88,7 +90,8 @@ def load_qlora(base: str | Path, adapter: Path, resolved: ResolvedQuantization) 
     import torch
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_quantized(base, resolved, torch.device("cpu")), adapter).eval()
+    base_model = prepare_for_training(load_quantized(base, resolved, torch.device("cpu")), False)  # as trained
+    return PeftModel.from_pretrained(base_model, adapter).eval()
 
 
 def prepare_for_training(model: Any, gradient_checkpointing: bool) -> Any:
