@@ -47,6 +47,8 @@ class AskConfig(CommandConfig):
     device: str = "auto"
     routing: Literal["token", "sequence", "sequence_first"] = Field(
         "token", description="merged MoEs: route per token, or one expert choice per request")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="transformers models: load the linear layers in 4 or 8 bits (bitsandbytes)")
     endpoint: str | None = Field(None, description="ask a running server instead, e.g. http://localhost:8080")
     api_key: str | None = Field(None, description="bearer token for --endpoint")
     route: Literal["chat", "invocations"] = Field("chat", description="endpoint API: chat completions or SageMaker")
@@ -71,7 +73,7 @@ class AskResult(BaseModel):
         return self.answer
 
 
-_BACKENDS: dict[tuple[str, str | None, str, str, str], "Backend"] = {}
+_BACKENDS: dict[tuple[str, str | None, str, str, str, str], "Backend"] = {}
 _BACKENDS_LOCK = threading.Lock()
 
 
@@ -80,10 +82,11 @@ def _backend(config: AskConfig) -> "Backend":
     from moesaic.backends.base import BackendOptions
     from moesaic.backends.registry import load_backend
 
-    key = (config.model, config.backend, config.dtype, config.device, config.routing)
+    key = (config.model, config.backend, config.dtype, config.device, config.routing, config.quantization)
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
-            options = BackendOptions(dtype=config.dtype, device=config.device, routing=config.routing)
+            options = BackendOptions(dtype=config.dtype, device=config.device, routing=config.routing,
+                                     quantization=config.quantization)
             _BACKENDS[key] = load_backend(config.model, options, backend=config.backend)
         return _BACKENDS[key]
 

@@ -66,6 +66,8 @@ class BackendOptions(BaseModel):
     max_batch_size: int = Field(8, ge=1)
     routing: Literal["token", "sequence", "sequence_first"] = Field(
         "token", description="merged MoEs: per-token routing, or one expert choice per request (moe.sequence_routing)")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="transformers models: load linear layers with bitsandbytes (backends.quantization)")
 
 
 def apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

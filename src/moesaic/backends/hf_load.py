@@ -75,15 +75,26 @@ def _load_error(model: str, exc: Exception) -> ModelLoadError:
 
 
 def load_model(model: str, model_cls: Any, options: BackendOptions) -> tuple["PreTrainedModel", "torch.device"]:
-    """``model_cls.from_pretrained(model)`` in the chosen dtype, moved to the chosen device, in eval mode."""
+    """``model_cls.from_pretrained(model)`` in the chosen dtype, moved to the chosen device, in eval mode.
+
+    ``options.quantization`` 4bit/8bit: linear layers load quantised by bitsandbytes straight onto the device
+    (:mod:`moesaic.backends.quantization` says what is and is not quantised); the rest keeps ``dtype``.
+    """
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if options.quantization != "none":
+        from moesaic.backends.quantization import bnb_config
+
+        kwargs.update(quantization_config=bnb_config(options.quantization, compute_dtype=dtype),
+                      device_map={"": device})
     try:
-        loaded = model_cls.from_pretrained(model, dtype=dtype)
+        loaded = model_cls.from_pretrained(model, **kwargs)
     except (OSError, ValueError, KeyError, EnvironmentError) as exc:
         raise _load_error(model, exc) from exc
-    log.info("loaded %s as %s (%s, %s)", model, type(loaded).__name__, dtype, device)
-    return loaded.to(device).eval(), device
+    log.info("loaded %s as %s (%s, %s, quantization %s)", model, type(loaded).__name__, dtype, device,
+             options.quantization)
+    return (loaded if options.quantization != "none" else loaded.to(device)).eval(), device
 
 
 def load_vlm(model: str, options: BackendOptions) -> tuple["PreTrainedModel", "ProcessorMixin", "torch.device"]:

@@ -29,23 +29,26 @@ class BackendSpec:
     target: str  # "module:callable(model: str, options: BackendOptions) -> Backend"
     description: str
     model_types: tuple[str, ...] = ()  # config.json model_type values this backend claims
+    quantizable: bool = False  # honours BackendOptions.quantization (loads through transformers)
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
 
 
 def register_backend(
-    name: str, target: str, description: str = "", model_types: tuple[str, ...] = ()
+    name: str, target: str, description: str = "", model_types: tuple[str, ...] = (), quantizable: bool = False
 ) -> BackendSpec:
-    spec = BackendSpec(name, target, description, model_types)
+    spec = BackendSpec(name, target, description, model_types, quantizable)
     _REGISTRY[name] = spec
     return spec
 
 
 register_backend("starter", "moesaic.experts.backend:StarterBackend.create", "offline starter experts (default)")
-register_backend("hf", "moesaic.backends.hf:HFBackend.create", "any transformers image-text-to-text VLM")
-register_backend("vilt", "moesaic.backends.vilt:ViltBackend.create", "ViLT: VQA as answer classification", ("vilt",))
-register_backend("git", "moesaic.backends.git:GitBackend.create", "GIT: image captioning", ("git",))
+register_backend("hf", "moesaic.backends.hf:HFBackend.create", "any transformers image-text-to-text VLM",
+                 quantizable=True)
+register_backend("vilt", "moesaic.backends.vilt:ViltBackend.create", "ViLT: VQA as answer classification", ("vilt",),
+                 quantizable=True)
+register_backend("git", "moesaic.backends.git:GitBackend.create", "GIT: image captioning", ("git",), quantizable=True)
 register_backend(
     "moesaic-moe",
     "moesaic.moe.generic:GenericMoEBackend.create",
@@ -106,5 +109,10 @@ def load_backend(
     from moesaic.backends.base import BackendOptions
 
     spec = resolve_backend(model, backend)
+    options = options or BackendOptions()
+    if options.quantization != "none" and not spec.quantizable:
+        able = ", ".join(s.name for s in _REGISTRY.values() if s.quantizable)
+        raise ConfigError(f"backend {spec.name!r} cannot load {model!r} with quantization={options.quantization}",
+                          f"drop --quantization, or use a transformers model (backends: {able})", param="quantization")
     factory = _import_target(spec.target)
-    return factory(model, options or BackendOptions())
+    return factory(model, options)

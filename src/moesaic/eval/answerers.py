@@ -155,7 +155,8 @@ def make_answerer(spec: EvalModel) -> Answerer:
         return EndpointAnswerer(spec)
     from moesaic.backends.registry import load_backend
 
-    options = BackendOptions(dtype=spec.dtype, device=spec.device, routing=spec.routing)
+    options = BackendOptions(dtype=spec.dtype, device=spec.device, routing=spec.routing,
+                             quantization=spec.quantization)
     try:
         backend = load_backend(str(spec.model), options, backend=spec.backend)
     except MoesaicError:

@@ -64,6 +64,8 @@ class EvalModel(FrozenModel):
     device: str = "auto"
     routing: Literal["token", "sequence", "sequence_first"] = Field(
         "token", description="merged MoEs: route per token, or one expert choice per request (as in ask)")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="transformers models: load the linear layers in 4 or 8 bits (bitsandbytes)")
     endpoint: str | None = Field(None, description="an OpenAI-compatible server, e.g. http://host:8080 (or .../v1)")
     api_key: SecretStr | None = Field(
         None, exclude=True, description="API key for the endpoint (default: $OPENAI_API_KEY); never written out"
@@ -100,6 +102,8 @@ class EvalModel(FrozenModel):
         ident: dict[str, object] = self.model_dump(include={"model", "backend", "dtype", "endpoint", "endpoint_model"})
         if self.routing != "token":  # absent for the default, so earlier caches stay valid
             ident["routing"] = self.routing
+        if self.quantization != "none":  # quantised answers differ; unquantised keys stay as they were
+            ident["quantization"] = self.quantization
         if not self.is_endpoint and self.model is not None and Path(self.model).is_dir():
             ident["files"] = _folder_stamp(Path(self.model))
         return ident

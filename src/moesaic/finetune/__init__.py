@@ -7,6 +7,8 @@ from moesaic.finetune.config import (
     ExportAdapterConfig,
     FinetuneConfig,
     LoraSettings,
+    QuantSettings,
 )
 
-__all__ = ["BudgetSettings", "EvalAttributesConfig", "ExportAdapterConfig", "FinetuneConfig", "LoraSettings"]
+__all__ = ["BudgetSettings", "EvalAttributesConfig", "ExportAdapterConfig", "FinetuneConfig", "LoraSettings",
+           "QuantSettings"]

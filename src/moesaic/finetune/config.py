@@ -12,7 +12,7 @@ from pydantic import Field
 
 from moesaic.config import CommandConfig, FrozenModel
 
-__all__ = ["LoraSettings", "BudgetSettings", "FinetuneConfig", "ExportAdapterConfig", "EvalAttributesConfig"]
+__all__ = ["LoraSettings", "QuantSettings", "BudgetSettings", "FinetuneConfig", "ExportAdapterConfig", "EvalAttributesConfig"]
 
 
 class LoraSettings(FrozenModel):
@@ -26,6 +26,17 @@ class LoraSettings(FrozenModel):
     )
     include_vision: bool = Field(False, description="also put LoRA on the vision tower's linear layers")
     modules_to_save: list[str] = Field(default_factory=list, description="module names trained in full")
+
+
+class QuantSettings(FrozenModel):
+    """The frozen 4-bit base of ``method: qlora`` (QLoRA, Dettmers et al., 2023, arXiv:2305.14314), via bitsandbytes."""
+
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: NormalFloat4 or FP4")
+    double_quant: bool = Field(True, description="also quantise the per-block scales (double quantisation)")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the de-quantised matmuls; auto: bfloat16 on a GPU that has it, else float32")
+    skip_modules: list[str] = Field(default_factory=list,
+                                    description="modules kept in full precision besides the LM head (names or their last parts: [merger])")
 
 
 class BudgetSettings(FrozenModel):
@@ -47,8 +58,9 @@ class FinetuneConfig(CommandConfig):
     eval_data: str | None = Field(None, description="held-out data; default: split eval_fraction off data")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="ignored when eval_data is given")
     image_root: str | None = Field(None, description="relative image paths are resolved here (default: data's folder)")
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="qlora: LoRA on a 4-bit frozen base")
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    quantization: QuantSettings = Field(default_factory=QuantSettings, description="method: qlora only")
     freeze_vision: bool = Field(True, description="full training: keep the vision tower frozen")
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     lr: float = Field(2e-4, gt=0)
@@ -68,7 +80,8 @@ class FinetuneConfig(CommandConfig):
     eval_generate: bool = Field(True, description="after training, generate answers on the eval split")
     max_new_tokens: int = Field(24, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in backward: less memory, slower (default: on for qlora only)")
 
 
 class ExportAdapterConfig(CommandConfig):

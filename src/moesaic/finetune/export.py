@@ -4,6 +4,10 @@ weights that plain ``transformers`` loads (``AutoModelForImageTextToText.from_pr
 Why merge: serving stacks such as vLLM ignore LoRA on the vision tower, so an adapter trained there must be
 folded into the weights. The adapter itself stays where it is (a PEFT folder, ``RUN/adapter``). With
 ``verify`` the merged model's logits are compared with the adapter model's on a probe input.
+
+A QLoRA adapter (``quantization.json`` beside it) is merged the same way, into the full-precision base
+re-loaded unquantised — never into de-quantised 4-bit weights; ``verify`` then also reports how far the
+merged model is from the quantised model + adapter that training saw (the quantisation error).
 """
 
 from __future__ import annotations
@@ -29,11 +33,16 @@ class ExportResult(BaseModel):
     merged_modules: int
     vision_lora_modules: int
     max_logit_diff: float | None
+    quantized_logit_diff: float | None = None  # QLoRA: merged vs 4-bit base + adapter
 
     def render(self) -> str:
         diff = "not checked" if self.max_logit_diff is None else f"max |Δlogit| {self.max_logit_diff:.2e}"
-        return (f"merged {self.merged_modules} LoRA modules ({self.vision_lora_modules} in the vision tower) "
+        text = (f"merged {self.merged_modules} LoRA modules ({self.vision_lora_modules} in the vision tower) "
                 f"into {self.base_model}\nsaved to {self.output} ({diff}); adapter kept at {self.adapter}")
+        if self.quantized_logit_diff is not None:
+            text += (f"\nQLoRA adapter merged into the full-precision base; vs the 4-bit base + adapter: "
+                     f"max |Δlogit| {self.quantized_logit_diff:.2e} (quantisation error)")
+        return text
 
 
 def find_adapter(path: str | Path) -> Path:
@@ -43,7 +52,7 @@ def find_adapter(path: str | Path) -> Path:
         if (cand / "adapter_config.json").is_file():
             return cand
     raise ConfigError(f"no LoRA adapter (adapter_config.json) in {p} or {p / 'adapter'}",
-                      "pass the output_dir of a 'moesaic finetune' run with method: lora, or a PEFT folder")
+                      "pass the output_dir of a 'moesaic finetune' run with method: lora or qlora, or a PEFT folder")
 
 
 def probe_logits(model: Any, processor: Any) -> Any:
@@ -81,11 +90,24 @@ def export_adapter(config: ExportAdapterConfig) -> ExportResult:
 
     vision = [n for n in lora_names if any(v in n.split(".") for v in VISION_MARKERS)]
     before = probe_logits(peft_model, processor) if config.verify else None
-    merged = peft_model.merge_and_unload()
-    diff = float((probe_logits(merged, processor) - before).abs().max()) if before is not None else None
+    merged = peft_model.merge_and_unload()  # the base was loaded unquantised, also for a QLoRA adapter
+    after = probe_logits(merged, processor) if before is not None else None
+    diff = float((after - before).abs().max()) if before is not None else None
+    qdiff = _quantized_diff(base, adapter, processor, after) if after is not None else None
     with atomic_dir(config.output, overwrite=config.overwrite) as tmp:
         merged.save_pretrained(tmp)
         save_processor(processor, tmp)
         config.save(tmp)
     return ExportResult(output=str(config.output), adapter=str(adapter), base_model=str(base),
-                        merged_modules=len(lora_names), vision_lora_modules=len(vision), max_logit_diff=diff)
+                        merged_modules=len(lora_names), vision_lora_modules=len(vision), max_logit_diff=diff,
+                        quantized_logit_diff=qdiff)
+
+
+def _quantized_diff(base: str, adapter: Path, processor: Any, merged_logits: Any) -> float | None:
+    """QLoRA adapters: max |Δlogit| between the merged model and the 4-bit base + adapter it was trained on."""
+    from moesaic.finetune.quantize import load_qlora, read_settings
+
+    quant = read_settings(adapter)
+    if quant is None:
+        return None
+    return float((probe_logits(load_qlora(base, adapter, quant), processor) - merged_logits).abs().max())

@@ -34,7 +34,8 @@ def save_processor(processor: Any, folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
-def load_model(path: str | Path, dtype: str = "float32") -> Any:
+def load_model(path: str | Path, dtype: str = "float32", **load_kwargs: Any) -> Any:
+    """``dtype`` "auto" keeps the checkpoint's; ``load_kwargs`` go to ``from_pretrained`` (QLoRA: quantisation)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -43,7 +44,8 @@ def load_model(path: str | Path, dtype: str = "float32") -> Any:
         raise ConfigError(f"base model {path} has no config.json",
                           "point base_model at a saved transformers model folder (save_pretrained output)")
     try:
-        return AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
+        return AutoModelForImageTextToText.from_pretrained(
+            path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **load_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load {path} as an image-text-to-text model: {exc}",
                              "use a VLM folder (Idefics3/SmolVLM, LLaVA, Qwen3-VL, ...)") from None

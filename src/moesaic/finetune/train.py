@@ -1,7 +1,8 @@
-"""``moesaic finetune CONFIG.yaml``: LoRA or full fine-tuning of a VLM on image + chat data.
+"""``moesaic finetune CONFIG.yaml``: LoRA, QLoRA or full fine-tuning of a VLM on image + chat data.
 
 Steps: validate the data (row-numbered errors) → count tokens with the model's processor and apply the
-vision-token budget (report in ``budget_report.json``) → load the model, add LoRA (PEFT) or unfreeze →
+vision-token budget (report in ``budget_report.json``) → load the model (QLoRA: with a 4-bit base, see
+:mod:`moesaic.finetune.quantize`), add LoRA (PEFT) or unfreeze →
 train with :mod:`moesaic.finetune.loop` (metrics in ``metrics.jsonl``, checkpoints in ``checkpoints/``,
 resumed automatically) → save ``adapter/`` (a PEFT folder) or ``model/`` (full weights), each with the
 processor → evaluate on the held-out split (answer loss, greedy exact-match accuracy).
@@ -100,12 +101,19 @@ def _evaluate(model: Any, processor: Any, items: list[tuple[Sample, Encoded]],
     return loss, accuracy(generate_answers(model, processor, samples, config.max_new_tokens), samples)
 
 
-def _model(config: FinetuneConfig, device: Any, processor: Any,
-           eval_items: list[tuple[Sample, Encoded]]) -> tuple[Any, tuple[float | None, float | None]]:
-    """The base model evaluated as-is (the 'before' numbers), then made trainable (LoRA or full)."""
+def _model(config: FinetuneConfig, device: Any, processor: Any, eval_items: list[tuple[Sample, Encoded]],
+           quant: Any = None) -> tuple[Any, tuple[float | None, float | None]]:
+    """The base model evaluated as-is (the 'before' numbers), then made trainable (LoRA, QLoRA or full)."""
     from accelerate.utils import set_seed
 
     set_seed(config.seed)
+    if quant is not None:  # method: qlora
+        from moesaic.finetune.quantize import load_quantized, prepare_for_training
+
+        model = load_quantized(config.base_model, quant, device)
+        before = _evaluate(model, processor, eval_items, config) if eval_items else (None, None)
+        return apply_method(prepare_for_training(model, quant.gradient_checkpointing), "lora", config.lora,
+                            config.freeze_vision), before
     model = load_model(config.base_model).to(device)
     before = _evaluate(model, processor, eval_items, config) if eval_items else (None, None)
     if config.gradient_checkpointing:
@@ -141,19 +149,24 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     eval_items, _ = prepare(processor, eval_rows, config.budget, tid)
     log.info("vision-token budget:\n%s", report.render())
     out = Path(config.output_dir)
+    quant = _quantization(config, accelerator.device)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out)
         atomic_write_text(out / "budget_report.json", report.model_dump_json(indent=2))
         _write_schema(out, train_rows + eval_rows)
-    model, before = _model(config, accelerator.device, processor, eval_items)
+    model, before = _model(config, accelerator.device, processor, eval_items, quant)
+    if quant is not None and accelerator.is_main_process:
+        from moesaic.finetune.quantize import write_settings
+
+        write_settings(out, quant)  # resolved: the dtype 'auto' became, what stayed in full precision
     plan = plan_steps(len(train_items), config, accelerator.num_processes)
     optimizer, scheduler = _optimizer(model, config, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     set_seed(config.seed, device_specific=True)  # one dropout stream per process (seed + rank)
     state, losses, resumed = train_loop(accelerator, model, optimizer, scheduler, processor, train_items, config)
     raw = accelerator.unwrap_model(model)
-    saved = _save_outputs(accelerator, raw, processor, config)
+    saved = _save_outputs(accelerator, raw, processor, config, quant)
     after = _evaluate(raw, processor, eval_items, config) if eval_items else (None, None)
     all_losses = _logged_losses(out / "metrics.jsonl") or losses
     result = FinetuneResult(
@@ -167,6 +180,15 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     if accelerator.is_main_process:
         atomic_write_text(out / "result.json", result.model_dump_json(indent=2))
     return result
+
+
+def _quantization(config: FinetuneConfig, device: Any) -> Any:
+    """QLoRA's resolved quantisation settings (None for lora/full); fails early when bitsandbytes is missing."""
+    if config.method != "qlora":
+        return None
+    from moesaic.finetune.quantize import resolve
+
+    return resolve(config.quantization, device, config.gradient_checkpointing is not False)
 
 
 def _write_schema(folder: Path, samples: list[Sample]) -> None:
@@ -185,16 +207,21 @@ def _logged_losses(path: Path) -> list[float]:
     return [json.loads(ln)["loss"] for ln in path.read_text().splitlines() if ln.strip()]
 
 
-def _save_outputs(accelerator: Any, model: Any, processor: Any, config: FinetuneConfig) -> Path:
-    """``adapter/`` (PEFT folder + processor) for LoRA, ``model/`` (full weights + processor) for full."""
-    final = Path(config.output_dir) / ("adapter" if config.method == "lora" else "model")
+def _save_outputs(accelerator: Any, model: Any, processor: Any, config: FinetuneConfig, quant: Any = None) -> Path:
+    """``adapter/`` (PEFT folder + processor; QLoRA: + quantization.json) for (Q)LoRA, ``model/`` for full."""
+    adapter = config.method != "full"
+    final = Path(config.output_dir) / ("adapter" if adapter else "model")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(final) as tmp:
-            if config.method == "lora":
+            if adapter:
                 model.peft_config["default"].base_model_name_or_path = str(Path(config.base_model).resolve())
             model.save_pretrained(tmp)
             save_processor(processor, tmp)
             config.save(tmp)
+            if quant is not None:
+                from moesaic.finetune.quantize import write_settings
+
+                write_settings(tmp, quant)
     accelerator.wait_for_everyone()
     return final

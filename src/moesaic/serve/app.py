@@ -51,7 +51,7 @@ def create_app(settings: ServeConfig | None = None, backend: Backend | None = No
         from moesaic.backends.registry import load_backend
 
         options = BackendOptions(dtype=settings.dtype, device=settings.device, max_batch_size=settings.max_batch_size,
-                                 routing=settings.routing)
+                                 routing=settings.routing, quantization=settings.quantization)
         backend = load_backend(settings.model, options, backend=settings.backend)
     metrics = ServeMetrics()
     service = service_for(backend, settings, metrics)

@@ -34,6 +34,8 @@ class ServeConfig(CommandConfig):
     device: str = "auto"
     routing: Literal["token", "sequence", "sequence_first"] = Field(
         "token", description="merged MoEs: route per token, or one expert choice per request")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="transformers models: load the linear layers in 4 or 8 bits (bitsandbytes)")
     allow_host: list[str] = Field(
         default_factory=list, description="hosts or CIDRs image URLs may reach even if private/loopback"
     )

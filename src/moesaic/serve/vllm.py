@@ -66,10 +66,14 @@ def vllm_command(config: ServeConfig, port: int) -> list[str]:
     if config.upstream:
         raise ConfigError("--engine vllm starts its own engine; --upstream fronts one that already runs",
                           "give one of them", param="upstream")
+    if config.quantization == "8bit":
+        raise ConfigError("vLLM has no in-flight 8-bit bitsandbytes loading",
+                          "use --quantization 4bit with --engine vllm, or --engine moesaic", param="quantization")
+    quantization = ["--quantization", "bitsandbytes"] if config.quantization == "4bit" else []  # in-flight 4-bit
     return ["vllm", "serve", config.model, "--host", "127.0.0.1", "--port", str(port),
             "--served-model-name", config.model,
             "--limit-mm-per-prompt", json.dumps({"image": config.max_images}),
-            "--dtype", config.dtype, *config.vllm_args]
+            "--dtype", config.dtype, *quantization, *config.vllm_args]
 
 
 def _free_port() -> int:
