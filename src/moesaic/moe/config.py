@@ -8,7 +8,7 @@ at home, plus ``positive_images`` and VLM output architectures. ``moesaic merge 
     base_model: ./smolvlm-base
     gate_mode: hidden            # hidden | hidden_avg | random | uniform
     experts_per_token: 2
-    output_architecture: auto    # auto | mixtral | qwen3_vl_moe | generic
+    output_architecture: auto    # auto | mixtral | qwen2_moe | qwen3_vl_moe | generic (docs/architectures.md)
     shared_weights: base         # base | average (non-MLP weights)
     dtype: auto
     experts:
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 GateMode = Literal["hidden", "hidden_avg", "random", "uniform"]
-OutputArchitectureName = Literal["auto", "mixtral", "qwen3_vl_moe", "generic"]
+OutputArchitectureName = Literal["auto", "mixtral", "qwen2_moe", "qwen3_vl_moe", "generic"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 PROMPT_GATE_MODES: tuple[str, ...] = ("hidden", "hidden_avg")
 MERGE_CONFIG_NAME = "merge_config.yaml"  # the merge recipe, kept next to a model whose gates were retrained

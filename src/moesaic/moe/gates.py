@@ -68,11 +68,14 @@ def mlp_inputs(model: nn.Module, samples: list[dict[str, torch.Tensor]], average
     with capture_mlp_inputs(model) as captured:
         for inputs in progress(samples, desc=desc, unit="prompt"):
             model(**inputs)
+            ran = [h for h in captured if h is not None]
+            assert ran, "no decoder layer ran"
             per_layer = []
-            for h in captured:
-                assert h is not None  # every layer ran
-                vec = h[0].float().mean(dim=0) if average else h[0, -1].float()  # (hidden,)
+            for h in captured:  # None: a layer that skipped (Mllama's cross-attention layers without an image)
+                vec = torch.zeros(ran[0].shape[-1]) if h is None else \
+                    h[0].float().mean(dim=0) if average else h[0, -1].float()  # (hidden,)
                 per_layer.append(vec)
+            captured[:] = [None] * len(captured)
             stacked = torch.stack(per_layer)  # (layers, hidden)
             total = stacked if total is None else total + stacked
     assert total is not None
