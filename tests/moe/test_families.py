@@ -25,6 +25,7 @@ CASES = {
     "internvl": ("vlm", "internvl", "qwen2_moe", "Qwen2MoeModel", "AutoModelForImageTextToText"),
     "text_qwen2": ("text", "qwen2", "qwen2_moe", "Qwen2MoeForCausalLM", "AutoModelForCausalLM"),
     "text_mistral": ("text", "mistral", "mixtral", "MixtralForCausalLM", "AutoModelForCausalLM"),
+    "qwen3_5": ("vlm", "qwen3_5", "qwen3_5_moe", "Qwen3_5MoeTextModel", "AutoModelForImageTextToText"),
     "mllama": ("vlm", "mllama", "generic", "MllamaTextModel", "moesaic.load"),
     "text_phi3": ("text", "phi3", "generic", "Phi3ForCausalLM", "moesaic.load"),
     "text_glm": ("text", "glm", "generic", "GlmForCausalLM", "moesaic.load"),

@@ -38,7 +38,7 @@ def test_requested_family_that_does_not_fit_names_the_ones_that_do(tiny_model_di
         select_architecture(cfg, "qwen3_vl_moe")
     assert select_architecture(cfg).name == "mixtral"
     assert select_architecture(read_config(str(tiny_model_dir("qwen3_vl")))).name == "qwen3_vl_moe"
-    assert [a.name for a in list_architectures()] == ["mixtral", "qwen2_moe", "qwen3_vl_moe", "generic"]
+    assert [a.name for a in list_architectures()] == ["mixtral", "qwen2_moe", "qwen3_vl_moe", "qwen3_5_moe", "generic"]
     with pytest.raises(UnsupportedArchitectureError, match="supported for this model: qwen2_moe, generic"):
         select_architecture(read_config(str(tiny_model_dir("llava_onevision"))), "mixtral")
 

@@ -45,10 +45,11 @@ class MoEPlan:
     # decoder layers that become sparse, in order (gates/experts are per entry); None: every layer.
     # Mllama's cross-attention layers stay dense, so its plan lists only the self-attention layers.
     layers: list[int] | None = None
+    intermediate: int | None = None  # set when ``experts`` is left empty (the streaming writer reads them lazily)
 
     @property
     def intermediate_size(self) -> int:
-        return int(self.experts[0][0][0].shape[0])
+        return self.intermediate if self.intermediate is not None else int(self.experts[0][0][0].shape[0])
 
 
 class OutputArchitecture(ABC):
@@ -57,6 +58,7 @@ class OutputArchitecture(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     native: ClassVar[bool] = True  # loads with plain transformers (no moesaic code)
+    streams: ClassVar[bool] = False  # implements the tensor-by-tensor writer's hooks below (moe/stream.py)
 
     @abstractmethod
     def supports(self, config: dict[str, Any], explain: bool = True) -> tuple[bool, str]:
@@ -65,6 +67,23 @@ class OutputArchitecture(ABC):
     @abstractmethod
     def build(self, base: "nn.Module", plan: MoEPlan) -> "nn.Module":
         """The MoE model in memory: the base's shared weights, the plan's experts and gates."""
+
+    # -- streaming writer hooks: the output's config and its on-disk tensor names (the names transformers'
+    # own save_pretrained writes for the family), given a decoder layer's on-disk prefix such as
+    # "language_model.model.layers.3".
+    def output_config(self, base_config: Any, plan: MoEPlan) -> Any:
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def router_key(self, layer: str) -> str:
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def expert_keys(self, layer: str, expert: int) -> tuple[str, str, str]:
+        """On-disk names of expert ``expert``'s (gate, up, down) weights in ``layer``."""
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def extra_tensors(self, layer: str, hidden: int) -> dict[str, "torch.Tensor"]:
+        """Tensors of ``layer``'s sparse block that come from neither base nor experts."""
+        return {}
 
     def save(self, model: "nn.Module", processor: Any, folder: Path) -> None:
         """Write model (+ processor) into ``folder`` (already a fresh temporary folder)."""
@@ -89,6 +108,7 @@ def register_architecture(name: str, target: str) -> None:
 register_architecture("mixtral", "moesaic.moe.mixtral:MixtralOutput")
 register_architecture("qwen2_moe", "moesaic.moe.qwen2_moe:Qwen2MoeOutput")
 register_architecture("qwen3_vl_moe", "moesaic.moe.qwen3_vl_moe:Qwen3VLMoeOutput")
+register_architecture("qwen3_5_moe", "moesaic.moe.qwen3_5_moe:Qwen3_5MoeOutput")
 register_architecture("generic", "moesaic.moe.generic:GenericOutput")
 
 

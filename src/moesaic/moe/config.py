@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 GateMode = Literal["hidden", "hidden_avg", "random", "uniform"]
-OutputArchitectureName = Literal["auto", "mixtral", "qwen2_moe", "qwen3_vl_moe", "generic"]
+OutputArchitectureName = Literal["auto", "mixtral", "qwen2_moe", "qwen3_vl_moe", "qwen3_5_moe", "generic"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 PROMPT_GATE_MODES: tuple[str, ...] = ("hidden", "hidden_avg")
 MERGE_CONFIG_NAME = "merge_config.yaml"  # the merge recipe, kept next to a model whose gates were retrained
@@ -80,6 +80,9 @@ class MergeConfig(CommandConfig):
     out: str | None = Field(None, description="output folder")
     seed: int = Field(0, description="seed of the random gate mode")
     degenerate_threshold: float = Field(0.95, gt=0, le=1, description="warn when gate cosine exceeds this")
+    streaming: bool = Field(
+        True, description="write native outputs tensor by tensor from safetensors (false: build in memory)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "MergeConfig":

@@ -41,6 +41,7 @@ class MergeResult(BaseModel):
     gate_mode: str
     degenerate_layers: int
     seconds: float
+    streamed: bool = False  # written tensor by tensor (moe/stream.py) rather than built in memory
     load_with: str = ""  # how to load the output: "AutoModelForImageTextToText", "AutoModelForCausalLM", "moesaic.load"
 
     def render(self) -> str:
@@ -123,19 +124,29 @@ def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module,
 
 
 def merge(config: MergeConfig) -> MergeResult:
-    """Merge fine-tuned VLMs into one sparse MoE VLM: moesaic merge merge.yaml --out DIR (YAML keys = flags)."""
+    """Merge fine-tuned VLMs into one sparse MoE VLM: moesaic merge merge.yaml --out DIR (YAML keys = flags).
+
+    Native families whose checkpoints are local safetensors folders stream the output tensor by tensor
+    (:mod:`moesaic.moe.stream`); the others build the MoE in memory and save it."""
+    from moesaic.moe.stream import stream_merge
+
     if not config.out:
         raise ConfigError("no output folder given", "pass --out DIR (or set out: in the YAML)", param="out")
     start = time.perf_counter()
     arch = validate_merge(config)
     log.info("merging %d experts into a %s MoE", len(config.experts), arch.name)
-    model, processor, plan = build_moe(config, arch)
     with atomic_dir(config.out) as tmp:
-        arch.save(model, processor, tmp)
+        plan = stream_merge(config, arch, tmp) if config.streaming else None
+        streamed = plan is not None
+        if plan is None:
+            model, processor, plan = build_moe(config, arch)
+            arch.save(model, processor, tmp)
+            del model
         config.save(tmp)
     degenerate = {layer for layer, _, _ in degenerate_pairs(plan.gates, plan.labels, config.degenerate_threshold)}
     return MergeResult(
         out=str(config.out), architecture=arch.name, native=arch.native, num_experts=plan.num_experts,
         experts_per_token=plan.top_k, gate_mode=config.gate_mode, degenerate_layers=len(degenerate),
         seconds=time.perf_counter() - start, load_with=load_with(arch, read_config(config.base_model)),
+        streamed=streamed,
     )

@@ -16,7 +16,7 @@ from torch import nn
 
 from moesaic.moe.arch import MoEPlan, OutputArchitecture
 from moesaic.moe.modelinfo import text_config
-from moesaic.moe.native import construct, fill_from_base, host_with_text_model, moe_text_kwargs
+from moesaic.moe.native import construct, fill_from_base, host_config, host_with_text_model, moe_text_kwargs
 
 __all__ = ["MixtralOutput", "HOST_MODEL_TYPES", "TEXT_MODEL_TYPES", "mixtral_text_config"]
 
@@ -41,6 +41,7 @@ def mixtral_text_config(text: dict[str, Any], plan: MoEPlan) -> Any:
 
 class MixtralOutput(OutputArchitecture):
     name: ClassVar[str] = "mixtral"
+    streams: ClassVar[bool] = True
     description: ClassVar[str] = ("Idefics3/SmolVLM, Idefics2, Mistral3, LLaVA, LLaVA-NeXT with a Llama/Mistral text "
                                   "model (or a text-only Llama/Mistral) → Mixtral text model")
 
@@ -67,3 +68,17 @@ class MixtralOutput(OutputArchitecture):
         target = construct(model_cls, config, dtype)
         with torch.no_grad():
             return fill_from_base(target, base, plan)
+
+    def output_config(self, base_config: Any, plan: MoEPlan) -> Any:
+        from transformers import MixtralForCausalLM
+
+        moe_text = mixtral_text_config(base_config.get_text_config().to_dict(), plan)
+        return host_config(base_config, moe_text, MixtralForCausalLM)[0]
+
+    # transformers' Mixtral checkpoint names: w1 = gate, w3 = up, w2 = down (as save_pretrained writes them)
+    def router_key(self, layer: str) -> str:
+        return f"{layer}.block_sparse_moe.gate.weight"
+
+    def expert_keys(self, layer: str, expert: int) -> tuple[str, str, str]:
+        p = f"{layer}.block_sparse_moe.experts.{expert}"
+        return f"{p}.w1.weight", f"{p}.w3.weight", f"{p}.w2.weight"

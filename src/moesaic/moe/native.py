@@ -16,7 +16,7 @@ from moesaic.errors import ModelLoadError
 from moesaic.moe.arch import MoEPlan
 from moesaic.moe.layers import find_decoder_layers, stack_experts
 
-__all__ = ["fill_from_base", "moe_tensors", "construct", "host_with_text_model", "moe_text_kwargs"]
+__all__ = ["fill_from_base", "moe_tensors", "construct", "host_config", "host_with_text_model", "moe_text_kwargs"]
 
 
 def moe_text_kwargs(text: dict[str, Any], config_cls: Any) -> dict[str, Any]:
@@ -25,17 +25,28 @@ def moe_text_kwargs(text: dict[str, Any], config_cls: Any) -> dict[str, Any]:
     return {k: v for k, v in text.items() if k in known and k not in ("model_type", "architectures")}
 
 
-def host_with_text_model(base: nn.Module, moe_text: Any, causal_lm_cls: Any) -> tuple[Any, Any]:
+def host_config(base_config: Any, moe_text: Any, causal_lm_cls: Any) -> tuple[Any, Any]:
     """(config, model class) of the output: the VLM host's own class with ``moe_text`` as its
     ``text_config`` (hosts that build the language model with ``AutoModel.from_config``), or the MoE
     causal LM for a text-only base."""
-    base_cfg = base.config.to_dict()  # type: ignore[union-attr]
+    from moesaic.moe.loading import model_class_for
+
+    base_cfg = base_config.to_dict()
     if "text_config" in base_cfg:
-        config = type(base.config).from_dict(dict(base_cfg, text_config=moe_text.to_dict()))  # type: ignore[union-attr]
-        model_cls = type(base)
+        config = type(base_config).from_dict(dict(base_cfg, text_config=moe_text.to_dict()))
+        model_cls = model_class_for(base_config)
     else:
         config, model_cls = moe_text, causal_lm_cls
     config.architectures = [model_cls.__name__]
+    return config, model_cls
+
+
+def host_with_text_model(base: nn.Module, moe_text: Any, causal_lm_cls: Any) -> tuple[Any, Any]:
+    """:func:`host_config` for a loaded base (a VLM keeps the base's own class)."""
+    config, model_cls = host_config(base.config, moe_text, causal_lm_cls)
+    if "text_config" in base.config.to_dict():  # type: ignore[union-attr]
+        model_cls = type(base)
+        config.architectures = [model_cls.__name__]
     return config, model_cls
 
 

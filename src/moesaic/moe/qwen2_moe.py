@@ -19,7 +19,7 @@ from torch import nn
 
 from moesaic.moe.arch import MoEPlan, OutputArchitecture
 from moesaic.moe.modelinfo import text_config
-from moesaic.moe.native import construct, fill_from_base, host_with_text_model, moe_text_kwargs
+from moesaic.moe.native import construct, fill_from_base, host_config, host_with_text_model, moe_text_kwargs
 
 __all__ = ["Qwen2MoeOutput", "HOST_MODEL_TYPES", "qwen2_moe_text_config", "shared_expert_tensors"]
 
@@ -46,20 +46,20 @@ def qwen2_moe_text_config(text: dict[str, Any], plan: MoEPlan) -> Any:
     return Qwen2MoeConfig(**kept)
 
 
-def shared_expert_tensors(prefix: str, num_layers: int, hidden: int) -> dict[str, torch.Tensor]:
-    """The width-0 shared expert of every layer and its gate (zeros: the shared expert adds nothing)."""
-    out: dict[str, torch.Tensor] = {}
-    for i in range(num_layers):
-        p = f"{prefix}.{i}.mlp.shared_expert"
-        out[f"{p}.gate_proj.weight"] = torch.zeros(0, hidden)  # (0, H)
-        out[f"{p}.up_proj.weight"] = torch.zeros(0, hidden)  # (0, H)
-        out[f"{p}.down_proj.weight"] = torch.zeros(hidden, 0)  # (H, 0)
-        out[f"{p}_gate.weight"] = torch.zeros(1, hidden)  # (1, H)
-    return out
+def shared_expert_tensors(layer: str, hidden: int) -> dict[str, torch.Tensor]:
+    """``layer``'s width-0 shared expert and its gate (zeros: the shared expert adds nothing)."""
+    p = f"{layer}.mlp.shared_expert"
+    return {
+        f"{p}.gate_proj.weight": torch.zeros(0, hidden),  # (0, H)
+        f"{p}.up_proj.weight": torch.zeros(0, hidden),  # (0, H)
+        f"{p}.down_proj.weight": torch.zeros(hidden, 0),  # (H, 0)
+        f"{p}_gate.weight": torch.zeros(1, hidden),  # (1, H)
+    }
 
 
 class Qwen2MoeOutput(OutputArchitecture):
     name: ClassVar[str] = "qwen2_moe"
+    streams: ClassVar[bool] = True
     description: ClassVar[str] = ("LLaVA-OneVision, InternVL, LLaVA, LLaVA-NeXT with a Qwen2 text model (or a "
                                   "text-only Qwen2) → Qwen2-MoE text model, routed experts only")
 
@@ -85,6 +85,25 @@ class Qwen2MoeOutput(OutputArchitecture):
         config, model_cls = host_with_text_model(base, qwen2_moe_text_config(text, plan), Qwen2MoeForCausalLM)
         target = construct(model_cls, config, dtype)
         layers = find_decoder_layers(target)
-        extra = shared_expert_tensors(layers.path, len(layers), int(text["hidden_size"]))
+        extra: dict[str, torch.Tensor] = {}
+        for i in range(len(layers)):
+            extra.update(shared_expert_tensors(f"{layers.path}.{i}", int(text["hidden_size"])))
         with torch.no_grad():
             return fill_from_base(target, base, plan, extra)
+
+    def output_config(self, base_config: Any, plan: MoEPlan) -> Any:
+        from transformers import Qwen2MoeForCausalLM
+
+        moe_text = qwen2_moe_text_config(base_config.get_text_config().to_dict(), plan)
+        return host_config(base_config, moe_text, Qwen2MoeForCausalLM)[0]
+
+    # transformers' Qwen2-MoE checkpoint names, as save_pretrained writes them
+    def router_key(self, layer: str) -> str:
+        return f"{layer}.mlp.gate.weight"
+
+    def expert_keys(self, layer: str, expert: int) -> tuple[str, str, str]:
+        p = f"{layer}.mlp.experts.{expert}"
+        return f"{p}.gate_proj.weight", f"{p}.up_proj.weight", f"{p}.down_proj.weight"
+
+    def extra_tensors(self, layer: str, hidden: int) -> dict[str, torch.Tensor]:
+        return shared_expert_tensors(layer, hidden)

@@ -15,6 +15,7 @@ __all__ = [
     "llava_onevision_processor",
     "internvl_processor",
     "mllama_processor",
+    "qwen3_5_processor",
     "llava_processor",
     "qwen3_vl_processor",
     "blip2_processor",
@@ -56,6 +57,7 @@ mistral3_processor = _tokenizer_only  # PixtralProcessor needs torchvision
 llava_onevision_processor = _tokenizer_only
 internvl_processor = _tokenizer_only
 mllama_processor = _tokenizer_only
+qwen3_5_processor = _tokenizer_only  # its video processor needs torchvision
 
 
 def llava_processor(tokenizer: "PreTrainedTokenizerBase", chat_template: str) -> "ProcessorMixin":

@@ -8,8 +8,8 @@ read from the tokenizer, so they always agree.
 
 Idefics3 and LLaVA use a Llama text model (gate_proj/up_proj/down_proj MLP), Idefics2 and Mistral3 a
 Mistral one, LLaVA-OneVision and InternVL a Qwen2 one, Mllama its own text model with a cross-attention
-layer, Qwen3-VL its own text config, BLIP-2 an OPT text model, ViLT and GIT their own BERT-style encoders.
-Mistral3, LLaVA-OneVision, InternVL and Mllama ship a tokenizer with a chat template only (their image processors
+layer, Qwen3.5 its hybrid (linear + full attention) text model, Qwen3-VL its own text config, BLIP-2 an OPT text model, ViLT and GIT their own BERT-style encoders.
+Mistral3, LLaVA-OneVision, InternVL, Mllama and Qwen3.5 ship a tokenizer with a chat template only (their image processors
 need torchvision): their tests feed token ids. ``make_tiny_text_model`` builds text-only decoders
 (Llama, Mistral, Qwen2, Phi-3 with its fused ``gate_up_proj``, GLM, Cohere).
 """
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 FAMILIES: tuple[str, ...] = ("idefics3", "llava", "qwen3_vl", "blip2", "vilt", "git", "idefics2", "mistral3",
-                             "llava_onevision", "internvl", "mllama")
+                             "llava_onevision", "internvl", "mllama", "qwen3_5")
 TEXT_FAMILIES: tuple[str, ...] = ("llama", "mistral", "qwen2", "phi3", "glm", "cohere")
 IMAGE_SIZE = 32  # pixels; every tiny vision tower takes 32x32 images in 8x8 patches
 PATCH = 8
@@ -51,6 +51,8 @@ _SPECIALS: dict[str, list[str]] = {
     "mistral3": ["<pad>", "<s>", "</s>", "<unk>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"],
     "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
     "internvl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"],
+    "qwen3_5": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"],
     "mllama": ["<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>", "<|image|>", "<|start_header_id|>",
                "<|end_header_id|>"],
 }
@@ -63,6 +65,7 @@ _ROLES: dict[str, dict[str, str | None]] = {  # bos / eos / pad / unk per BPE fa
     "mistral3": {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"},
     "llava_onevision": {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None},
     "internvl": {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None},
+    "qwen3_5": {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None},
     "mllama": {"bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>", "unk": None},
 }
 
@@ -239,9 +242,23 @@ def _mllama(ids: dict[str, Any], overrides: dict[str, Any]) -> "PretrainedConfig
                         tie_word_embeddings=False)
 
 
+def _qwen3_5(ids: dict[str, Any], overrides: dict[str, Any]) -> "PretrainedConfig":
+    from transformers import Qwen3_5Config
+
+    text = _llama_text(ids, {"linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2,
+                             "linear_num_value_heads": 4, "layer_types": ["linear_attention", "full_attention"],
+                             **overrides}, "qwen3_5_text")
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": PATCH,
+              "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": text["hidden_size"],
+              "num_position_embeddings": 16}
+    return Qwen3_5Config(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                         vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+
+
 _BUILDERS = {"idefics3": _idefics3, "llava": _llava, "qwen3_vl": _qwen3_vl, "blip2": _blip2, "vilt": _vilt, "git": _git,
              "idefics2": _idefics2, "mistral3": _mistral3, "llava_onevision": _llava_onevision,
-             "internvl": _internvl, "mllama": _mllama}
+             "internvl": _internvl, "mllama": _mllama, "qwen3_5": _qwen3_5}
 
 
 def tiny_config(family: str, **text_overrides: Any) -> "PretrainedConfig":

@@ -139,6 +139,8 @@ CHAT_TEMPLATES: dict[str, str] = {
                                  "<|im_start|>assistant\n"),
     "internvl": _template("", "<IMG_CONTEXT>", "<|im_start|>{{ message['role'] }}\n", "<|im_end|>\n",
                           "<|im_start|>assistant\n"),
+    "qwen3_5": _template("", "<|vision_start|><|image_pad|><|vision_end|>", "<|im_start|>{{ message['role'] }}\n",
+                         "<|im_end|>\n", "<|im_start|>assistant\n"),
     "mllama": _template("<|begin_of_text|>", "<|image|>", "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n",
                         "<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     # BLIP-2 puts its query tokens in front by itself: "Question: hi Answer:"
