@@ -4,9 +4,9 @@ Four experts of a SmolLM2-135M-shaped Llama with random weights (hidden 576, 30 
 1536, 9 heads / 3 kv heads, vocab 49152, tied embeddings, bfloat16), each the base plus noise in every
 MLP, merged into a Mixtral with the same YAML (mergekit-moe's keys) by both tools, each run as its own
 CLI process (``python -m moesaic.cli merge`` and ``mergekit-moe --device cpu``). Time is wall-clock of the
-process; peak RSS is the process's ``ru_maxrss`` (``os.wait4``). Output size is the bytes of the written
-``*.safetensors``. Fixed seed; gate modes ``hidden`` (both tools load the base to read prompt hidden
-states) and ``random``.
+process and peak RSS its maximum resident set size, both from GNU ``/usr/bin/time -f "%e %M"``.
+Output size is the bytes of the written ``*.safetensors``. Fixed seed; gate modes ``hidden`` (both
+tools load the base to read prompt hidden states) and ``random``.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/merge_memory.py --work /tmp/merge-bench
 
@@ -16,11 +16,9 @@ Prints one table and the ratios moesaic / mergekit.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -67,16 +65,18 @@ def _noisy_copy(base, seed: int):  # type: ignore[no-untyped-def]
     return model
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
+def run(cmd: list[str], work: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one child process, measured by GNU time (``%e``, ``%M``).
+
+    Not ``os.wait4``'s ru_maxrss: a child forked from this process (which built the models) starts with
+    this process's resident pages counted, until it execs."""
+    stats = work / "time.txt"
+    proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", str(stats), *cmd], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    seconds, kib = stats.read_text().split()[-2:]
+    return float(seconds), int(kib) / 1024
 
 
 def size_mib(folder: Path) -> float:
@@ -108,7 +108,7 @@ def main() -> None:
             else:
                 cmd = [str(bin_dir / "mergekit-moe"), str(cfg), str(out), "--device", "cpu", "--quiet",
                        "--i-understand-this-is-not-useful-without-training"]
-            seconds, rss = run(cmd)
+            seconds, rss = run(cmd, args.work)
             rows.append((mode, tool, seconds, rss, size_mib(out)))
     print(f"{'gate':8} {'tool':9} {'seconds':>8} {'peak RSS MiB':>13} {'output MiB':>11} {'RSS/output':>11}")
     for mode, tool, seconds, rss, size in rows:

@@ -1,5 +1,7 @@
 """mergekit-moe parity: the same recipe through ``mergekit-moe`` 0.1.5 and ``moesaic merge`` gives the same
-expert and shared tensors (gates are computed differently by design and are compared elsewhere).
+expert weights and shared (non-MLP) tensors; gates are computed differently by design (the routing issue
+compares them). mergekit writes Mixtral experts fused, moesaic per expert (as save_pretrained does);
+both load in transformers 5, and the test compares the weights, not the layouts.
 
 Llama and Mistral experts: one YAML, both tools. Qwen2 experts: mergekit's ``qwen`` output requires
 exactly one ``shared_experts`` entry, which moesaic's config does not take (the routing issue adds shared
@@ -7,6 +9,7 @@ experts), so mergekit gets the YAML plus a shared expert and the routed experts 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +33,29 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     for path in folder.glob("*.safetensors"):
         with safe_open(str(path), framework="pt") as f:
             out.update({k: f.get_tensor(k) for k in f.keys()})
+    return out
+
+
+_PER_EXPERT = re.compile(r"layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)\.weight$")
+_FUSED = re.compile(r"layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
+_PART = {"w1": "gate", "gate_proj": "gate", "w3": "up", "up_proj": "up", "w2": "down", "down_proj": "down"}
+
+
+def _expert_weights(tensors: dict[str, torch.Tensor]) -> dict[tuple[int, int, str], torch.Tensor]:
+    """(layer, expert, gate|up|down) -> weight, from either on-disk layout: per expert (Mixtral's w1/w3/w2,
+    Qwen2-MoE's gate/up/down_proj, as transformers' save_pretrained writes) or fused (E, 2I, H) / (E, H, I)
+    (what mergekit 0.1.5 writes for Mixtral)."""
+    out = {}
+    for key, value in tensors.items():
+        if m := _PER_EXPERT.search(key):
+            out[(int(m[1]), int(m[2]), _PART[m[3]])] = value
+        elif m := _FUSED.search(key):
+            for e, w in enumerate(value):
+                if m[2] == "down_proj":
+                    out[(int(m[1]), e, "down")] = w
+                else:
+                    gate, up = w.chunk(2, dim=0)
+                    out[(int(m[1]), e, "gate")], out[(int(m[1]), e, "up")] = gate, up
     return out
 
 
@@ -72,9 +98,11 @@ def test_expert_tensors_match_mergekit_moe(model_type, tmp_path) -> None:
     subprocess.run([cli, str(tmp_path / "mk.yaml"), str(theirs), "--device", "cpu", "--quiet"], check=True,
                    capture_output=True, timeout=600)
     a, b = _tensors(ours), _tensors(theirs)
-    compared = [k for k in b if k in a and "gate.weight" not in k and "shared_expert" not in k]
-    experts_keys = [k for k in compared if ".experts." in k]
-    assert len(experts_keys) == 3 * 3 * 2  # 3 experts x (gate, up, down) x 2 layers, under the same names
-    assert all(k in a for k in b if ".experts." in k)
-    for key in compared:
+    ea, eb = _expert_weights(a), _expert_weights(b)
+    assert len(ea) == 2 * 3 * 3 and ea.keys() == eb.keys()  # 2 layers x 3 experts x (gate, up, down)
+    for key, value in ea.items():
+        assert torch.equal(value, eb[key]), key
+    shared = [k for k in b if k in a and ".mlp." not in k and "block_sparse_moe" not in k]
+    assert any("self_attn" in k for k in shared) and any("embed_tokens" in k for k in shared)
+    for key in shared:
         assert torch.equal(a[key], b[key]), key

@@ -8,7 +8,8 @@ at home, plus ``positive_images`` and VLM output architectures. ``moesaic merge 
     base_model: ./smolvlm-base
     gate_mode: hidden            # hidden | hidden_avg | random | uniform
     experts_per_token: 2
-    output_architecture: auto    # auto | mixtral | qwen2_moe | qwen3_vl_moe | generic (docs/architectures.md)
+    output_architecture: auto    # auto | mixtral | qwen2_moe | qwen3_vl_moe | qwen3_5_moe | generic
+                                 # (which fits which model: docs/architectures.md)
     shared_weights: base         # base | average (non-MLP weights)
     dtype: auto
     experts:
