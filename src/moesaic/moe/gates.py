@@ -24,7 +24,7 @@ from moesaic.moe.layers import find_decoder_layers
 from moesaic.moe.prompts import encode, image_list, render_prompt
 from moesaic.progress import progress
 
-__all__ = ["compute_gates", "mlp_inputs", "capture_mlp_inputs", "prompt_samples", "warn_degenerate", "degenerate_pairs"]
+__all__ = ["compute_gates", "float32_parameters", "mlp_inputs", "capture_mlp_inputs", "prompt_samples", "warn_degenerate", "degenerate_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,23 @@ def capture_mlp_inputs(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def float32_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """While active, a half/bfloat16 model's parameters are float32 (buffers untouched); restored after.
+
+    bf16 matrix products are several times slower than fp32 on CPUs without bf16 units, and the round
+    trip bf16 → fp32 → bf16 is exact, so gate prompts run in fp32 without changing the model."""
+    params = [p for p in model.parameters() if p.dtype in (torch.bfloat16, torch.float16)]
+    dtypes = [p.dtype for p in params]
+    for p in params:
+        p.data = p.data.float()
+    try:
+        yield model
+    finally:
+        for p, dtype in zip(params, dtypes, strict=True):
+            p.data = p.data.to(dtype)
 
 
 def prompt_samples(processor: Any, prompts: list[str], images: list[str]) -> list[dict[str, torch.Tensor]]:
@@ -100,6 +117,14 @@ def compute_gates(
         gen = torch.Generator().manual_seed(seed)
         return [torch.randn(n, hidden, generator=gen) * hidden**-0.5 for _ in range(num_layers)]
     assert model is not None
+    with float32_parameters(model):
+        gates = _prompt_gates(model, processor, experts, mode, num_layers)
+    warn_degenerate(gates, [e.label for e in experts], degenerate_threshold)
+    return gates
+
+
+def _prompt_gates(model: nn.Module, processor: Any, experts: list[ExpertSpec], mode: GateMode,
+                  num_layers: int) -> list[torch.Tensor]:
     rows = []  # per expert: (layers, hidden)
     for spec in experts:
         pos = mlp_inputs(model, prompt_samples(processor, spec.positive_prompts, spec.positive_images),
@@ -110,9 +135,7 @@ def compute_gates(
                              mode == "hidden_avg", f"negative prompts: {spec.label}")
             vec = F.normalize(vec - F.normalize(neg, dim=-1), dim=-1)
         rows.append(vec)
-    gates = [torch.stack([r[i] for r in rows]) for i in range(num_layers)]  # (E, H) per layer
-    warn_degenerate(gates, [e.label for e in experts], degenerate_threshold)
-    return gates
+    return [torch.stack([r[i] for r in rows]) for i in range(num_layers)]  # (E, H) per layer
 
 
 def degenerate_pairs(gates: list[torch.Tensor], labels: list[str], threshold: float = 0.95) -> list[tuple[int, str, str]]:
