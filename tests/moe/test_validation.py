@@ -26,7 +26,7 @@ def test_unsupported_architecture_is_one_clear_error(family, why, tiny_model_dir
     with pytest.raises(UnsupportedArchitectureError) as err:
         merge(MergeConfig(base_model=str(base), experts=[_spec(base)], experts_per_token=1, out=str(tmp_path / "o")))
     text = str(err.value)
-    for name in ("mixtral:", "qwen3_vl_moe:", "generic:"):  # every family says why not
+    for name in ("mixtral:", "qwen2_moe:", "qwen3_vl_moe:", "generic:"):  # every family says why not
         assert name in text
     assert why in text and "supported: mixtral" in text
     assert not (tmp_path / "o").exists()
@@ -38,7 +38,22 @@ def test_requested_family_that_does_not_fit_names_the_ones_that_do(tiny_model_di
         select_architecture(cfg, "qwen3_vl_moe")
     assert select_architecture(cfg).name == "mixtral"
     assert select_architecture(read_config(str(tiny_model_dir("qwen3_vl")))).name == "qwen3_vl_moe"
-    assert [a.name for a in list_architectures()] == ["mixtral", "qwen3_vl_moe", "generic"]
+    assert [a.name for a in list_architectures()] == ["mixtral", "qwen2_moe", "qwen3_vl_moe", "qwen3_5_moe", "generic"]
+    with pytest.raises(UnsupportedArchitectureError, match="supported for this model: qwen2_moe, generic"):
+        select_architecture(read_config(str(tiny_model_dir("llava_onevision"))), "mixtral")
+
+
+@pytest.mark.parametrize(("text_cls", "why"), [("CohereConfig", "parallel"), ("GPT2Config", "'gpt2'")])
+def test_generic_refuses_from_config_json_before_any_weight(text_cls, why, tmp_path) -> None:
+    import transformers
+
+    cfg = getattr(transformers, text_cls)(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    cfg.save_pretrained(tmp_path / "base")  # a config.json and no weights: loading them would fail otherwise
+    base = str(tmp_path / "base")
+    with pytest.raises(UnsupportedArchitectureError, match=why) as err:
+        merge(MergeConfig(base_model=base, experts=[_spec(Path(base))], experts_per_token=1,
+                          output_architecture="generic", out=str(tmp_path / "o")))
+    assert "generic (any" in str(err.value)  # the hint lists the families and what each takes
 
 
 def test_top_k_and_prompts_are_checked(tmp_path) -> None:

@@ -1,8 +1,10 @@
 """Mixture-of-experts builder: merge fine-tuned VLMs into a sparse MoE VLM, train its gates, report routing.
 
 Commands: :func:`moesaic.moe.merge.merge`, :func:`moesaic.moe.gate_train.train_gates`,
-:func:`moesaic.moe.report.route_report`. Output families live in ``mixtral.py``, ``qwen3_vl_moe.py`` and
-``generic.py`` behind :mod:`moesaic.moe.arch`. Imported lazily so ``import moesaic.moe`` needs no torch.
+:func:`moesaic.moe.report.route_report`. Output families live in ``mixtral.py``, ``qwen2_moe.py``,
+``qwen3_vl_moe.py``, ``qwen3_5_moe.py`` and ``generic.py`` behind :mod:`moesaic.moe.arch`
+(docs/architectures.md); native outputs are written tensor by tensor by ``stream.py``. Imported lazily so
+``import moesaic.moe`` needs no torch.
 """
 
 from __future__ import annotations

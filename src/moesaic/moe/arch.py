@@ -1,6 +1,6 @@
 """Output architectures: the MoE model families a merge can produce, and a registry among them.
 
-Each family (one file each: ``mixtral.py``, ``qwen3_vl_moe.py``, ``generic.py``) says whether it
+Each family (one file each: ``mixtral.py``, ``qwen2_moe.py``, ``qwen3_vl_moe.py``, ``generic.py``) says whether it
 ``supports`` a base config — with the reason when it does not — and ``build``s the MoE model in memory
 from a loaded base model and an :class:`MoEPlan`. Native families construct the target transformers
 model from its config and fill its own state dict; ``save`` then uses ``save_pretrained``.
@@ -42,10 +42,14 @@ class MoEPlan:
     gates: list["torch.Tensor"]  # per layer: (num_experts, hidden)
     experts: list[list["ExpertMLP"]]  # per layer, per expert: (gate (I, H), up (I, H), down (H, I))
     labels: list[str] = field(default_factory=list)
+    # decoder layers that become sparse, in order (gates/experts are per entry); None: every layer.
+    # Mllama's cross-attention layers stay dense, so its plan lists only the self-attention layers.
+    layers: list[int] | None = None
+    intermediate: int | None = None  # set when ``experts`` is left empty (the streaming writer reads them lazily)
 
     @property
     def intermediate_size(self) -> int:
-        return int(self.experts[0][0][0].shape[0])
+        return self.intermediate if self.intermediate is not None else int(self.experts[0][0][0].shape[0])
 
 
 class OutputArchitecture(ABC):
@@ -54,6 +58,7 @@ class OutputArchitecture(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     native: ClassVar[bool] = True  # loads with plain transformers (no moesaic code)
+    streams: ClassVar[bool] = False  # implements the tensor-by-tensor writer's hooks below (moe/stream.py)
 
     @abstractmethod
     def supports(self, config: dict[str, Any], explain: bool = True) -> tuple[bool, str]:
@@ -63,6 +68,23 @@ class OutputArchitecture(ABC):
     def build(self, base: "nn.Module", plan: MoEPlan) -> "nn.Module":
         """The MoE model in memory: the base's shared weights, the plan's experts and gates."""
 
+    # -- streaming writer hooks: the output's config and its on-disk tensor names (the names transformers'
+    # own save_pretrained writes for the family), given a decoder layer's on-disk prefix such as
+    # "language_model.model.layers.3".
+    def output_config(self, base_config: Any, plan: MoEPlan) -> Any:
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def router_key(self, layer: str) -> str:
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def expert_keys(self, layer: str, expert: int) -> tuple[str, str, str]:
+        """On-disk names of expert ``expert``'s (gate, up, down) weights in ``layer``."""
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def extra_tensors(self, layer: str, hidden: int) -> dict[str, "torch.Tensor"]:
+        """Tensors of ``layer``'s sparse block that come from neither base nor experts."""
+        return {}
+
     def save(self, model: "nn.Module", processor: Any, folder: Path) -> None:
         """Write model (+ processor) into ``folder`` (already a fresh temporary folder)."""
         model.save_pretrained(folder)  # type: ignore[operator]
@@ -70,10 +92,10 @@ class OutputArchitecture(ABC):
             processor.save_pretrained(folder)
 
     def load(self, folder: Path) -> "nn.Module":
-        """Load what :meth:`save` wrote."""
-        from transformers import AutoModelForImageTextToText
+        """Load what :meth:`save` wrote (the class its config names, as plain transformers would)."""
+        from moesaic.moe.loading import load_dense
 
-        return AutoModelForImageTextToText.from_pretrained(folder)
+        return load_dense(str(folder))
 
 
 _ARCHITECTURES: dict[str, str] = {}  # name -> "module:Class"; auto tries them in this order
@@ -84,7 +106,9 @@ def register_architecture(name: str, target: str) -> None:
 
 
 register_architecture("mixtral", "moesaic.moe.mixtral:MixtralOutput")
+register_architecture("qwen2_moe", "moesaic.moe.qwen2_moe:Qwen2MoeOutput")
 register_architecture("qwen3_vl_moe", "moesaic.moe.qwen3_vl_moe:Qwen3VLMoeOutput")
+register_architecture("qwen3_5_moe", "moesaic.moe.qwen3_5_moe:Qwen3_5MoeOutput")
 register_architecture("generic", "moesaic.moe.generic:GenericOutput")
 
 
@@ -102,7 +126,8 @@ def list_architectures() -> list[OutputArchitecture]:
 
 
 def select_architecture(config: dict[str, Any], requested: str = "auto") -> OutputArchitecture:
-    """The requested family (or, for ``auto``, the first that supports ``config``); else one clear error."""
+    """The requested family (or, for ``auto``, the first that supports ``config``); else one clear error
+    that gives every family's reason and names the families that would work for this model."""
     names = list(_ARCHITECTURES) if requested == "auto" else [requested]
     verdicts: list[str] = []
     for name in names:
@@ -111,14 +136,16 @@ def select_architecture(config: dict[str, Any], requested: str = "auto") -> Outp
         if ok:
             return arch
         verdicts.append(f"{name}: {reason}")
-    if requested != "auto":  # also say which families would have worked
-        others = [a.name for a in list_architectures() if a.name != requested and a.supports(config)[0]]
-        tail = f"; supported for this model: {', '.join(others)}" if others else ""
-    else:
-        tail = ""
     mtype = config.get("model_type", "?")
+    if requested != "auto":  # say which families would have worked
+        others = [a.name for a in list_architectures() if a.name != requested and a.supports(config)[0]]
+        if others:
+            raise UnsupportedArchitectureError(
+                f"output_architecture {requested!r} does not support model_type {mtype!r} ({verdicts[0]}); "
+                f"supported for this model: {', '.join(others)}",
+                f"set output_architecture to {others[0]} (or auto)",
+            )
     raise UnsupportedArchitectureError(
-        f"no MoE output architecture supports model_type {mtype!r} ({'; '.join(verdicts)}){tail}",
-        "supported: mixtral (Idefics3/SmolVLM, LLaVA, LLaVA-NeXT with a Llama/Mistral text model), "
-        "qwen3_vl_moe (dense Qwen3-VL), generic (any decoder with a gate/up/down MLP)",
+        f"no MoE output architecture supports model_type {mtype!r} ({'; '.join(verdicts)})",
+        "supported: " + "; ".join(f"{a.name} ({a.description})" for a in list_architectures()),
     )

@@ -8,7 +8,8 @@ at home, plus ``positive_images`` and VLM output architectures. ``moesaic merge 
     base_model: ./smolvlm-base
     gate_mode: hidden            # hidden | hidden_avg | random | uniform
     experts_per_token: 2
-    output_architecture: auto    # auto | mixtral | qwen3_vl_moe | generic
+    output_architecture: auto    # auto | mixtral | qwen2_moe | qwen3_vl_moe | qwen3_5_moe | generic
+                                 # (which fits which model: docs/architectures.md)
     shared_weights: base         # base | average (non-MLP weights)
     dtype: auto
     experts:
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 GateMode = Literal["hidden", "hidden_avg", "random", "uniform"]
-OutputArchitectureName = Literal["auto", "mixtral", "qwen3_vl_moe", "generic"]
+OutputArchitectureName = Literal["auto", "mixtral", "qwen2_moe", "qwen3_vl_moe", "qwen3_5_moe", "generic"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 PROMPT_GATE_MODES: tuple[str, ...] = ("hidden", "hidden_avg")
 MERGE_CONFIG_NAME = "merge_config.yaml"  # the merge recipe, kept next to a model whose gates were retrained
@@ -80,6 +81,9 @@ class MergeConfig(CommandConfig):
     out: str | None = Field(None, description="output folder")
     seed: int = Field(0, description="seed of the random gate mode")
     degenerate_threshold: float = Field(0.95, gt=0, le=1, description="warn when gate cosine exceeds this")
+    streaming: bool = Field(
+        True, description="write native outputs tensor by tensor from safetensors (false: build in memory)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "MergeConfig":

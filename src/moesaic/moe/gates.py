@@ -24,7 +24,7 @@ from moesaic.moe.layers import find_decoder_layers
 from moesaic.moe.prompts import encode, image_list, render_prompt
 from moesaic.progress import progress
 
-__all__ = ["compute_gates", "mlp_inputs", "capture_mlp_inputs", "prompt_samples", "warn_degenerate", "degenerate_pairs"]
+__all__ = ["compute_gates", "float32_parameters", "mlp_inputs", "capture_mlp_inputs", "prompt_samples", "warn_degenerate", "degenerate_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,23 @@ def capture_mlp_inputs(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
             h.remove()
 
 
+@contextmanager
+def float32_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """While active, a half/bfloat16 model's parameters are float32 (buffers untouched); restored after.
+
+    bf16 matrix products are several times slower than fp32 on CPUs without bf16 units, and the round
+    trip bf16 → fp32 → bf16 is exact, so gate prompts run in fp32 without changing the model."""
+    params = [p for p in model.parameters() if p.dtype in (torch.bfloat16, torch.float16)]
+    dtypes = [p.dtype for p in params]
+    for p in params:
+        p.data = p.data.float()
+    try:
+        yield model
+    finally:
+        for p, dtype in zip(params, dtypes, strict=True):
+            p.data = p.data.to(dtype)
+
+
 def prompt_samples(processor: Any, prompts: list[str], images: list[str]) -> list[dict[str, torch.Tensor]]:
     """Model inputs for each prompt (paired with images, cycling the shorter list)."""
     pics = image_list(images)
@@ -68,11 +85,14 @@ def mlp_inputs(model: nn.Module, samples: list[dict[str, torch.Tensor]], average
     with capture_mlp_inputs(model) as captured:
         for inputs in progress(samples, desc=desc, unit="prompt"):
             model(**inputs)
+            ran = [h for h in captured if h is not None]
+            assert ran, "no decoder layer ran"
             per_layer = []
-            for h in captured:
-                assert h is not None  # every layer ran
-                vec = h[0].float().mean(dim=0) if average else h[0, -1].float()  # (hidden,)
+            for h in captured:  # None: a layer that skipped (Mllama's cross-attention layers without an image)
+                vec = torch.zeros(ran[0].shape[-1]) if h is None else \
+                    h[0].float().mean(dim=0) if average else h[0, -1].float()  # (hidden,)
                 per_layer.append(vec)
+            captured[:] = [None] * len(captured)
             stacked = torch.stack(per_layer)  # (layers, hidden)
             total = stacked if total is None else total + stacked
     assert total is not None
@@ -97,6 +117,14 @@ def compute_gates(
         gen = torch.Generator().manual_seed(seed)
         return [torch.randn(n, hidden, generator=gen) * hidden**-0.5 for _ in range(num_layers)]
     assert model is not None
+    with float32_parameters(model):
+        gates = _prompt_gates(model, processor, experts, mode, num_layers)
+    warn_degenerate(gates, [e.label for e in experts], degenerate_threshold)
+    return gates
+
+
+def _prompt_gates(model: nn.Module, processor: Any, experts: list[ExpertSpec], mode: GateMode,
+                  num_layers: int) -> list[torch.Tensor]:
     rows = []  # per expert: (layers, hidden)
     for spec in experts:
         pos = mlp_inputs(model, prompt_samples(processor, spec.positive_prompts, spec.positive_images),
@@ -107,9 +135,7 @@ def compute_gates(
                              mode == "hidden_avg", f"negative prompts: {spec.label}")
             vec = F.normalize(vec - F.normalize(neg, dim=-1), dim=-1)
         rows.append(vec)
-    gates = [torch.stack([r[i] for r in rows]) for i in range(num_layers)]  # (E, H) per layer
-    warn_degenerate(gates, [e.label for e in experts], degenerate_threshold)
-    return gates
+    return [torch.stack([r[i] for r in rows]) for i in range(num_layers)]  # (E, H) per layer
 
 
 def degenerate_pairs(gates: list[torch.Tensor], labels: list[str], threshold: float = 0.95) -> list[tuple[int, str, str]]:

@@ -1,5 +1,10 @@
 """Generic output: any decoder whose MLP is gate/up/down shaped, with moesaic's own sparse block swapped in.
 
+Separate ``gate_proj``/``up_proj`` or one fused ``gate_up_proj`` (Phi-3, Phi-4, GLM) both become the
+block's fused (E, 2I, H) experts. Mllama's cross-attention layers keep their dense MLP
+(``"sparse_layers"`` in the config section lists the layers that were swapped). Families whose layer has
+no ``post_attention_layernorm`` (Cohere's parallel attention + MLP) are refused from ``config.json``.
+
 Saved as the base's ``config.json`` plus a ``"moesaic": {"kind": "moesaic_generic_moe", ...}`` section,
 the weights in ``moesaic_moe.safetensors`` (a name plain ``from_pretrained`` does not pick up, so the
 MoE is never silently loaded as the dense base) and the processor. ``moesaic.load(path)`` routes here
@@ -18,7 +23,7 @@ from torch import nn
 from moesaic.atomic import atomic_write_text
 from moesaic.errors import ModelLoadError
 from moesaic.moe.arch import MoEPlan, OutputArchitecture
-from moesaic.moe.layers import find_decoder_layers, stack_experts
+from moesaic.moe.layers import find_decoder_layers, mlp_activation, stack_experts
 from moesaic.moe.modelinfo import text_model_type
 from moesaic.moe.sparse import SparseMoeBlock
 
@@ -26,21 +31,29 @@ __all__ = ["GenericOutput", "GenericMoEBackend", "load_generic_moe", "swap_in_mo
 
 KIND = "moesaic_generic_moe"
 WEIGHTS_NAME = "moesaic_moe.safetensors"
-# Text model families whose MLP is gate_proj/up_proj/down_proj without biases.
+# Text model families whose MLP is gate_proj/up_proj/down_proj (or fused gate_up_proj) without biases.
 GATED_TEXT_TYPES = (
     "llama", "mistral", "qwen2", "qwen3", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text", "gemma",
-    "gemma2", "gemma3_text", "smollm3", "olmo", "olmo2", "granite", "cohere", "helium", "glm", "ernie4_5",
+    "gemma2", "gemma3_text", "smollm3", "olmo", "olmo2", "granite", "helium", "glm", "ernie4_5", "phi3",
+    "mllama_text_model",
 )
+# Families with a gated MLP that this output still cannot merge, and why (checked before loading weights).
+REFUSED_TEXT_TYPES = {
+    "cohere": "Cohere runs attention and MLP in parallel from one input_layernorm (no post_attention_layernorm "
+              "for the gates to read)",
+    "cohere2": "Cohere2 runs attention and MLP in parallel from one input_layernorm (no post_attention_layernorm)",
+}
 
 
-def swap_in_moe(model: nn.Module, num_experts: int, top_k: int, intermediate: int) -> list[SparseMoeBlock]:
-    """Replace every decoder layer's dense ``mlp`` by an (empty) :class:`SparseMoeBlock`, in place."""
-    layers = find_decoder_layers(model)
+def swap_in_moe(model: nn.Module, num_experts: int, top_k: int, intermediate: int,
+                layers: list[int] | None = None) -> list[SparseMoeBlock]:
+    """Replace the dense ``mlp`` of decoder layers ``layers`` (default: all) by an (empty)
+    :class:`SparseMoeBlock`, in place."""
+    decoder = find_decoder_layers(model)
     blocks = []
-    for layer in layers.layers:
-        act = getattr(layer.mlp, "act_fn", None)
-        if act is None:
-            raise ModelLoadError(f"{type(layer.mlp).__name__} has no act_fn", "use a gate/up/down MLP model")
+    for i in range(len(decoder)) if layers is None else layers:
+        layer = decoder.layers[i]
+        act = mlp_activation(layer.mlp, f"layer {i} mlp")
         hidden = layer.post_attention_layernorm.weight.shape[0]
         block = SparseMoeBlock(num_experts, top_k, hidden, intermediate, act)
         ref = next(layer.mlp.parameters())
@@ -56,6 +69,8 @@ class GenericOutput(OutputArchitecture):
 
     def supports(self, config: dict[str, Any], explain: bool = True) -> tuple[bool, str]:
         ttype = text_model_type(config)
+        if ttype in REFUSED_TEXT_TYPES:
+            return False, REFUSED_TEXT_TYPES[ttype]
         if ttype in GATED_TEXT_TYPES:
             return True, f"text model {ttype!r} has a gate/up/down MLP"
         return False, f"text model {ttype!r} is not one with a gate/up/down MLP ({', '.join(GATED_TEXT_TYPES[:6])}, …)"
@@ -64,9 +79,10 @@ class GenericOutput(OutputArchitecture):
         """Swaps the MoE blocks into ``base`` itself (no copy) and returns it."""
         from moesaic.moe.layers import dense_mlp_weights
 
-        for i, mlp in enumerate(find_decoder_layers(base).mlps()):
-            dense_mlp_weights(mlp, where=f"layer {i} mlp")  # raises when not gate/up/down shaped
-        blocks = swap_in_moe(base, plan.num_experts, plan.top_k, plan.intermediate_size)
+        mlps = find_decoder_layers(base).mlps()
+        for i in range(len(mlps)) if plan.layers is None else plan.layers:
+            dense_mlp_weights(mlps[i], where=f"layer {i} mlp")  # raises when not gate/up/down shaped
+        blocks = swap_in_moe(base, plan.num_experts, plan.top_k, plan.intermediate_size, plan.layers)
         with torch.no_grad():
             for block, gate, experts in zip(blocks, plan.gates, plan.experts, strict=True):
                 gate_up, down = stack_experts(experts)  # (E, 2I, H), (E, H, I)
@@ -77,6 +93,8 @@ class GenericOutput(OutputArchitecture):
             "kind": KIND, "num_experts": plan.num_experts, "experts_per_token": plan.top_k,
             "intermediate_size": plan.intermediate_size, "experts": plan.labels,
         }
+        if plan.layers is not None and plan.layers != list(range(len(mlps))):
+            base.config.moesaic["sparse_layers"] = list(plan.layers)  # type: ignore[union-attr]
         return base
 
     def save(self, model: nn.Module, processor: Any, folder: Path) -> None:
@@ -113,7 +131,9 @@ def load_generic_moe(path: str | Path, dtype: torch.dtype | None = None) -> tupl
     if not isinstance(spec, dict) or spec.get("kind") != KIND:
         raise ModelLoadError(f"{folder}/config.json has no moesaic generic MoE section", "re-run `moesaic merge`")
     model = model_class_for(config)._from_config(config, dtype=dtype or getattr(config, "dtype", None))
-    swap_in_moe(model, int(spec["num_experts"]), int(spec["experts_per_token"]), int(spec["intermediate_size"]))
+    sparse = spec.get("sparse_layers")
+    swap_in_moe(model, int(spec["num_experts"]), int(spec["experts_per_token"]), int(spec["intermediate_size"]),
+                [int(i) for i in sparse] if sparse is not None else None)
     missing, unexpected = load_model(model, str(weights), strict=False)
     if missing or unexpected:
         raise ModelLoadError(

@@ -14,7 +14,7 @@ from torch import nn
 
 from moesaic.errors import UnsupportedArchitectureError
 
-__all__ = ["DecoderLayers", "find_decoder_layers", "dense_mlp_weights", "ExpertMLP", "stack_experts"]
+__all__ = ["DecoderLayers", "find_decoder_layers", "dense_mlp_weights", "mlp_activation", "ExpertMLP", "stack_experts"]
 
 
 @dataclass
@@ -53,19 +53,37 @@ ExpertMLP = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def dense_mlp_weights(mlp: nn.Module, where: str = "mlp") -> ExpertMLP:
-    """(gate, up, down) weights of a gated MLP; raises when the MLP is not gate/up/down shaped."""
-    parts = [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    """(gate, up, down) weights of a gated MLP; raises when the MLP is not gate/up/down shaped.
+
+    Separate ``gate_proj``/``up_proj`` (Llama, Mistral, Qwen, Gemma) or one fused ``gate_up_proj``
+    (2I, H) whose first half is the gate (Phi-3, Phi-4, GLM: ``gate, up = linear(x).chunk(2, -1)``).
+    """
+    fused = getattr(mlp, "gate_up_proj", None)
+    parts = [fused, getattr(mlp, "down_proj", None)] if isinstance(fused, nn.Linear) else \
+        [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
     if not all(isinstance(p, nn.Linear) for p in parts):
         raise UnsupportedArchitectureError(
-            f"{where} ({type(mlp).__name__}) is not a gate_proj/up_proj/down_proj MLP",
-            "only gated (SwiGLU-style) MLPs can become experts; choose a Llama/Mistral/Qwen/Gemma-shaped model",
+            f"{where} ({type(mlp).__name__}) is not a gate_proj/up_proj/down_proj (or gate_up_proj/down_proj) MLP",
+            "only gated (SwiGLU-style) MLPs can become experts; choose a Llama/Mistral/Qwen/Gemma/Phi-3-shaped model",
         )
     if any(p.bias is not None for p in parts):
         raise UnsupportedArchitectureError(
             f"{where} has biased projections", "moesaic's MoE experts have no biases; use a bias-free MLP model"
         )
+    if len(parts) == 2:
+        gate_up, down = (p.weight.detach() for p in parts)  # (2I, H), (H, I)
+        gate, up = gate_up.chunk(2, dim=0)  # (I, H) each
+        return gate, up, down
     gate, up, down = (p.weight.detach() for p in parts)
     return gate, up, down
+
+
+def mlp_activation(mlp: nn.Module, where: str = "mlp") -> nn.Module:
+    """The gate activation of a gated MLP (``act_fn``, or ``activation_fn`` in Phi-3/GLM)."""
+    act = getattr(mlp, "act_fn", None) or getattr(mlp, "activation_fn", None)
+    if not isinstance(act, nn.Module):
+        raise UnsupportedArchitectureError(f"{where} ({type(mlp).__name__}) has no act_fn", "use a gate/up/down MLP model")
+    return act
 
 
 def stack_experts(experts: list[ExpertMLP]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,6 +58,6 @@ def load_processor(path: str) -> Any:
     for loader in (load_vlm_processor, AutoTokenizer.from_pretrained):
         try:
             return loader(path)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as exc:  # ImportError: needs torchvision
             log.debug("could not load a processor from %s: %s", path, exc)
     return None

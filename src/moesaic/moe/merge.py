@@ -24,7 +24,7 @@ from moesaic.moe.config import MergeConfig
 from moesaic.moe.gates import compute_gates, degenerate_pairs
 from moesaic.moe.layers import ExpertMLP, dense_mlp_weights, find_decoder_layers
 from moesaic.moe.loading import load_dense, load_processor, torch_dtype
-from moesaic.moe.modelinfo import read_config, shape_mismatches
+from moesaic.moe.modelinfo import read_config, shape_mismatches, sparse_layer_indices
 from moesaic.progress import progress
 
 __all__ = ["merge", "MergeResult", "validate_merge", "build_moe"]
@@ -41,11 +41,23 @@ class MergeResult(BaseModel):
     gate_mode: str
     degenerate_layers: int
     seconds: float
+    streamed: bool = False  # written tensor by tensor (moe/stream.py) rather than built in memory
+    load_with: str = ""  # how to load the output: "AutoModelForImageTextToText", "AutoModelForCausalLM", "moesaic.load"
 
     def render(self) -> str:
-        how = "AutoModelForImageTextToText.from_pretrained" if self.native else "moesaic.load"
+        how = self.load_with or ("AutoModelForImageTextToText" if self.native else "moesaic.load")
+        how = how if how == "moesaic.load" else f"{how}.from_pretrained"
         return (f"wrote {self.architecture} MoE ({self.num_experts} experts, top-{self.experts_per_token}, "
                 f"{self.gate_mode} gates) to {self.out} in {self.seconds:.1f}s — load it with {how}")
+
+
+def load_with(arch: OutputArchitecture, config: dict[str, Any]) -> str:
+    """The loader a user calls for a merge of base ``config``: the generative VLM auto class, the causal-LM
+    one for text-only models, or ``moesaic.load`` for the generic output."""
+    if not arch.native:
+        return "moesaic.load"
+    vlm = isinstance(config.get("text_config"), dict) or isinstance(config.get("vision_config"), dict)
+    return "AutoModelForImageTextToText" if vlm else "AutoModelForCausalLM"
 
 
 def validate_merge(config: MergeConfig) -> OutputArchitecture:
@@ -65,11 +77,11 @@ def validate_merge(config: MergeConfig) -> OutputArchitecture:
 
 
 def _expert_mlps(path: str, dtype: torch.dtype, base_sd: dict[str, torch.Tensor], mlp_prefixes: tuple[str, ...],
-                 acc: dict[str, torch.Tensor] | None) -> list[ExpertMLP]:
-    """Load one expert, keep its per-layer MLP weights (and add its shared weights into ``acc``)."""
+                 acc: dict[str, torch.Tensor] | None, sparse: list[int]) -> list[ExpertMLP]:
+    """Load one expert, keep the MLP weights of its ``sparse`` layers (and add its shared weights into ``acc``)."""
     model = load_dense(path, dtype)
-    layers = find_decoder_layers(model)
-    mlps = [tuple(t.clone() for t in dense_mlp_weights(m, f"{path} layer {i}")) for i, m in enumerate(layers.mlps())]
+    mlps_all = find_decoder_layers(model).mlps()
+    mlps = [tuple(t.clone() for t in dense_mlp_weights(mlps_all[i], f"{path} layer {i}")) for i in sparse]
     if acc is not None:
         for key, value in model.state_dict().items():
             if key in base_sd and not key.startswith(mlp_prefixes):
@@ -86,12 +98,13 @@ def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module,
     if config.gate_mode in ("hidden", "hidden_avg") and processor is None:
         raise ConfigError(f"{config.base_model} has no processor or tokenizer", "save one with the base model")
     layers = find_decoder_layers(base)
-    for i, mlp in enumerate(layers.mlps()):
-        dense_mlp_weights(mlp, f"base layer {i} mlp")
+    sparse = sparse_layer_indices(base.config.to_dict(), len(layers))  # type: ignore[union-attr]
+    for i in sparse:
+        dense_mlp_weights(layers.layers[i].mlp, f"base layer {i} mlp")
     base_sd = base.state_dict()
-    mlp_prefixes = tuple(f"{layers.path}.{i}.mlp." for i in range(len(layers)))
+    mlp_prefixes = tuple(f"{layers.path}.{i}.mlp." for i in sparse)
     acc: dict[str, torch.Tensor] | None = {} if config.shared_weights == "average" else None
-    per_expert = [_expert_mlps(s.source_model, dtype, base_sd, mlp_prefixes, acc)
+    per_expert = [_expert_mlps(s.source_model, dtype, base_sd, mlp_prefixes, acc, sparse)
                   for s in progress(config.experts, desc="loading experts", unit="expert")]
     if acc is not None:
         n = len(config.experts)
@@ -102,27 +115,38 @@ def build_moe(config: MergeConfig, arch: OutputArchitecture) -> tuple[nn.Module,
     plan = MoEPlan(
         num_experts=len(config.experts),
         top_k=config.experts_per_token,
-        gates=gates,
-        experts=[[per_expert[e][i] for e in range(len(per_expert))] for i in range(len(layers))],
+        gates=[gates[i] for i in sparse],
+        experts=[[per_expert[e][j] for e in range(len(per_expert))] for j in range(len(sparse))],
         labels=[s.label for s in config.experts],
+        layers=None if len(sparse) == len(layers) else sparse,
     )
     return arch.build(base, plan), processor, plan
 
 
 def merge(config: MergeConfig) -> MergeResult:
-    """Merge fine-tuned VLMs into one sparse MoE VLM: moesaic merge merge.yaml --out DIR (YAML keys = flags)."""
+    """Merge fine-tuned VLMs into one sparse MoE VLM: moesaic merge merge.yaml --out DIR (YAML keys = flags).
+
+    Native families whose checkpoints are local safetensors folders stream the output tensor by tensor
+    (:mod:`moesaic.moe.stream`); the others build the MoE in memory and save it."""
+    from moesaic.moe.stream import stream_merge
+
     if not config.out:
         raise ConfigError("no output folder given", "pass --out DIR (or set out: in the YAML)", param="out")
     start = time.perf_counter()
     arch = validate_merge(config)
     log.info("merging %d experts into a %s MoE", len(config.experts), arch.name)
-    model, processor, plan = build_moe(config, arch)
     with atomic_dir(config.out) as tmp:
-        arch.save(model, processor, tmp)
+        plan = stream_merge(config, arch, tmp) if config.streaming else None
+        streamed = plan is not None
+        if plan is None:
+            model, processor, plan = build_moe(config, arch)
+            arch.save(model, processor, tmp)
+            del model
         config.save(tmp)
     degenerate = {layer for layer, _, _ in degenerate_pairs(plan.gates, plan.labels, config.degenerate_threshold)}
     return MergeResult(
         out=str(config.out), architecture=arch.name, native=arch.native, num_experts=plan.num_experts,
         experts_per_token=plan.top_k, gate_mode=config.gate_mode, degenerate_layers=len(degenerate),
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, load_with=load_with(arch, read_config(config.base_model)),
+        streamed=streamed,
     )

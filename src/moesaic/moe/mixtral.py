@@ -1,7 +1,8 @@
 """Mixtral output: a VLM whose text model is Llama/Mistral shaped gets a Mixtral ``text_config``.
 
-Idefics3 (SmolVLM), LLaVA and LLaVA-NeXT build their language model with ``AutoModel.from_config``, so
-the same VLM class loads natively with a Mixtral text model (checked on transformers 5.23). Mixtral's
+Idefics3 (SmolVLM), Idefics2, Mistral3, LLaVA and LLaVA-NeXT build their language model with
+``AutoModel.from_config``, so the same VLM class loads natively with a Mixtral text model (each host
+is merged and reloaded with plain transformers in tests/moe). Mixtral's
 router: softmax over experts → top-k → renormalise the k weights (``MixtralTopKRouter``).
 A text-only Llama/Mistral becomes a ``MixtralForCausalLM``.
 """
@@ -15,11 +16,11 @@ from torch import nn
 
 from moesaic.moe.arch import MoEPlan, OutputArchitecture
 from moesaic.moe.modelinfo import text_config
-from moesaic.moe.native import construct, fill_from_base
+from moesaic.moe.native import construct, fill_from_base, host_config, host_with_text_model, moe_text_kwargs
 
 __all__ = ["MixtralOutput", "HOST_MODEL_TYPES", "TEXT_MODEL_TYPES", "mixtral_text_config"]
 
-HOST_MODEL_TYPES = ("idefics3", "smolvlm", "llava", "llava_next")
+HOST_MODEL_TYPES = ("idefics3", "smolvlm", "idefics2", "mistral3", "llava", "llava_next")
 TEXT_MODEL_TYPES = ("llama", "mistral")
 
 
@@ -27,8 +28,7 @@ def mixtral_text_config(text: dict[str, Any], plan: MoEPlan) -> Any:
     """A MixtralConfig with the dense text config's shapes, rope, norms and token ids."""
     from transformers import MixtralConfig
 
-    known = set(MixtralConfig().to_dict())
-    kept = {k: v for k, v in text.items() if k in known and k not in ("model_type", "architectures")}
+    kept = moe_text_kwargs(text, MixtralConfig)
     kept.update(
         num_local_experts=plan.num_experts,
         num_experts_per_tok=plan.top_k,
@@ -41,7 +41,9 @@ def mixtral_text_config(text: dict[str, Any], plan: MoEPlan) -> Any:
 
 class MixtralOutput(OutputArchitecture):
     name: ClassVar[str] = "mixtral"
-    description: ClassVar[str] = "Idefics3/SmolVLM, LLaVA, LLaVA-NeXT (or text Llama/Mistral) → Mixtral text model"
+    streams: ClassVar[bool] = True
+    description: ClassVar[str] = ("Idefics3/SmolVLM, Idefics2, Mistral3, LLaVA, LLaVA-NeXT with a Llama/Mistral text "
+                                  "model (or a text-only Llama/Mistral) → Mixtral text model")
 
     def supports(self, config: dict[str, Any], explain: bool = True) -> tuple[bool, str]:
         mtype = config.get("model_type")
@@ -61,14 +63,22 @@ class MixtralOutput(OutputArchitecture):
         from transformers import MixtralForCausalLM
 
         dtype = next(base.parameters()).dtype
-        base_cfg = base.config.to_dict()  # type: ignore[union-attr]
-        if "text_config" in base_cfg:
-            cfg_dict = dict(base_cfg, text_config=mixtral_text_config(base_cfg["text_config"], plan).to_dict())
-            config = type(base.config).from_dict(cfg_dict)  # type: ignore[union-attr]
-            model_cls = type(base)
-        else:
-            config, model_cls = mixtral_text_config(base_cfg, plan), MixtralForCausalLM
-        config.architectures = [model_cls.__name__]
+        text = base.config.get_text_config().to_dict()  # type: ignore[union-attr]
+        config, model_cls = host_with_text_model(base, mixtral_text_config(text, plan), MixtralForCausalLM)
         target = construct(model_cls, config, dtype)
         with torch.no_grad():
             return fill_from_base(target, base, plan)
+
+    def output_config(self, base_config: Any, plan: MoEPlan) -> Any:
+        from transformers import MixtralForCausalLM
+
+        moe_text = mixtral_text_config(base_config.get_text_config().to_dict(), plan)
+        return host_config(base_config, moe_text, MixtralForCausalLM)[0]
+
+    # transformers' Mixtral checkpoint names: w1 = gate, w3 = up, w2 = down (as save_pretrained writes them)
+    def router_key(self, layer: str) -> str:
+        return f"{layer}.block_sparse_moe.gate.weight"
+
+    def expert_keys(self, layer: str, expert: int) -> tuple[str, str, str]:
+        p = f"{layer}.block_sparse_moe.experts.{expert}"
+        return f"{p}.w1.weight", f"{p}.w3.weight", f"{p}.w2.weight"

@@ -12,7 +12,7 @@ from typing import Any
 
 from moesaic.errors import ConfigError
 
-__all__ = ["read_config", "text_config", "text_model_type", "shape_mismatches", "SHAPE_KEYS"]
+__all__ = ["read_config", "text_config", "text_model_type", "shape_mismatches", "sparse_layer_indices", "SHAPE_KEYS"]
 
 # Keys whose values must agree between base and experts for weights to be interchangeable.
 SHAPE_KEYS: tuple[str, ...] = (
@@ -70,6 +70,12 @@ def text_model_type(config: dict[str, Any]) -> str | None:
     if isinstance(sub, dict):
         return sub.get("model_type")
     return config.get("model_type")
+
+
+def sparse_layer_indices(config: dict[str, Any], num_layers: int) -> list[int]:
+    """Decoder layers whose MLP becomes sparse: all but Mllama's cross-attention layers, which stay dense."""
+    dense = set(text_config(config).get("cross_attention_layers") or [])
+    return [i for i in range(num_layers) if i not in dense]
 
 
 def shape_mismatches(base: dict[str, Any], other: dict[str, Any]) -> list[str]:

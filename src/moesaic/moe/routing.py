@@ -93,17 +93,20 @@ def save_moe(model: nn.Module, processor: Any, folder: Path) -> None:
 
 
 def routers(model: nn.Module) -> list[nn.Module]:
-    """The router module of every decoder layer (raises when a layer has none)."""
+    """The router module of every sparse decoder layer, in layer order (raises when no layer has one).
+
+    Layers that a merge left dense (Mllama's cross-attention layers) are skipped."""
     layers = find_decoder_layers(model)
     out = []
-    for i, layer in enumerate(layers.layers):
+    for layer in layers.layers:
         gate = getattr(layer.mlp, "gate", None)
-        if not isinstance(gate, nn.Module) or not isinstance(getattr(gate, "weight", None), torch.Tensor):
-            raise ModelLoadError(
-                f"layer {i} of {type(model).__name__} has no MoE router (mlp.gate)",
-                "pass a model written by `moesaic merge`",
-            )
-        out.append(gate)
+        if isinstance(gate, nn.Module) and isinstance(getattr(gate, "weight", None), torch.Tensor):
+            out.append(gate)
+    if not out:
+        raise ModelLoadError(
+            f"no decoder layer of {type(model).__name__} has an MoE router (mlp.gate)",
+            "pass a model written by `moesaic merge`",
+        )
     return out
 
 

@@ -10,6 +10,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "idefics3_processor",
+    "idefics2_processor",
+    "mistral3_processor",
+    "llava_onevision_processor",
+    "internvl_processor",
+    "mllama_processor",
+    "qwen3_5_processor",
     "llava_processor",
     "qwen3_vl_processor",
     "blip2_processor",
@@ -31,6 +37,27 @@ def idefics3_processor(tokenizer: "PreTrainedTokenizerBase", chat_template: str)
     # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2 -> 4 image tokens per image
     seq_len = (_SIZE // _PATCH) ** 2 // 4
     return Idefics3Processor(images, tokenizer, image_seq_len=seq_len, chat_template=chat_template)
+
+
+def idefics2_processor(tokenizer: "PreTrainedTokenizerBase", chat_template: str) -> "ProcessorMixin":
+    from transformers import Idefics2ImageProcessorPil, Idefics2Processor
+
+    images = Idefics2ImageProcessorPil(do_image_splitting=False, size={"longest_edge": _SIZE, "shortest_edge": _SIZE})
+    # the perceiver resampler turns any image into resampler_n_latents (4) tokens
+    return Idefics2Processor(images, tokenizer, image_seq_len=4, chat_template=chat_template)
+
+
+def _tokenizer_only(tokenizer: "PreTrainedTokenizerBase", chat_template: str) -> "PreTrainedTokenizerBase":
+    """Text-only stand-in for hosts whose image processors need torchvision (tiny tests feed token ids)."""
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+mistral3_processor = _tokenizer_only  # PixtralProcessor needs torchvision
+llava_onevision_processor = _tokenizer_only
+internvl_processor = _tokenizer_only
+mllama_processor = _tokenizer_only
+qwen3_5_processor = _tokenizer_only  # its video processor needs torchvision
 
 
 def llava_processor(tokenizer: "PreTrainedTokenizerBase", chat_template: str) -> "ProcessorMixin":

@@ -129,6 +129,20 @@ CHAT_TEMPLATES: dict[str, str] = {
         "<|im_end|>\n",
         "<|im_start|>assistant\n",
     ),
+    # Idefics2 (Mistral text): "User:<image>hi<end_of_utterance>\nAssistant:"
+    "idefics2": _template("", "<image>", "{{ message['role'] | capitalize }}:", "<end_of_utterance>\n", "Assistant:"),
+    # Mistral3 (Pixtral vision): "[INST][IMG]hi[/INST]"
+    "mistral3": _template("<s>", "[IMG]", "{{ '[INST]' if message['role'] == 'user' else '' }}",
+                          "{{ '[/INST]' if message['role'] == 'user' else '</s>' }}", ""),
+    # Qwen2 text hosts and Mllama: text-only tiny tokenizers (no image placeholder is ever rendered)
+    "llava_onevision": _template("", "<image>", "<|im_start|>{{ message['role'] }}\n", "<|im_end|>\n",
+                                 "<|im_start|>assistant\n"),
+    "internvl": _template("", "<IMG_CONTEXT>", "<|im_start|>{{ message['role'] }}\n", "<|im_end|>\n",
+                          "<|im_start|>assistant\n"),
+    "qwen3_5": _template("", "<|vision_start|><|image_pad|><|vision_end|>", "<|im_start|>{{ message['role'] }}\n",
+                         "<|im_end|>\n", "<|im_start|>assistant\n"),
+    "mllama": _template("<|begin_of_text|>", "<|image|>", "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n",
+                        "<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>\n\n"),
     # BLIP-2 puts its query tokens in front by itself: "Question: hi Answer:"
     "blip2": _template("", "", "{{ 'Question: ' if message['role'] == 'user' else '' }}", " ", "Answer:"),
     # GIT: the question is a plain text prefix.
