@@ -68,6 +68,22 @@ def missing_requirements(python: Path, version: str) -> list[str]:
     return json.loads(out.stdout) if out.returncode == 0 else [out.stderr.strip()[-200:]]
 
 
+def _link_scripts(project_bin: Path, python: Path) -> None:
+    """Copies of the project venv's console scripts (torchrun, moesaic, ...) that run under ``python``, so
+    tests that start them as subprocesses use this venv's transformers too."""
+    for script in project_bin.iterdir():
+        target = python.parent / script.name
+        if target.exists() or not script.is_file():
+            continue
+        try:
+            first, _, rest = script.read_text(encoding="utf-8").partition("\n")
+        except (UnicodeDecodeError, OSError):
+            continue  # a binary (uv, ...): not a Python entry point
+        if first.startswith("#!") and "python" in first:
+            target.write_text(f"#!{python}\n{rest}", encoding="utf-8")
+            target.chmod(0o755)
+
+
 def make_venv(version: str, root: Path) -> Path:
     """A venv seeing the project's packages, with transformers==version installed in front."""
     venv = root / f"transformers-{version}"
@@ -78,6 +94,7 @@ def make_venv(version: str, root: Path) -> Path:
                                    capture_output=True, text=True, check=True).stdout.strip())
         base = sysconfig.get_paths()["purelib"]  # the project venv's site-packages (its .pth files too)
         (site / "_moesaic_project.pth").write_text(f"import site; site.addsitedir({base!r})\n")
+        _link_scripts(Path(sys.executable).parent, python)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                     "--upgrade", f"transformers=={version}"], check=True)
     return python
