@@ -84,3 +84,22 @@ def test_tiny_study_runs_every_stage_and_keeps_the_protocol(tmp_path: Path) -> N
             cell = table["moe_token"][d]
             assert 0.0 <= cell["wilson_95"][0] <= cell["accuracy"] <= cell["wilson_95"][1] <= 1.0
         assert "mean" in phase["summary"][split]["moe_token"]["bootstrap_95"]
+
+
+def test_batched_scoring_matches_one_row_at_a_time(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from moesaic.finetune.model import load_processor
+    from moesaic.eval.quality_real.scoring import score_rows
+    from moesaic.testing.causal import make_tiny_causal_lm
+
+    base = make_tiny_causal_lm(tmp_path / "lm", initializer_range=0.3, hidden_size=32, intermediate_size=64,
+                               head_dim=8)
+    processor = load_processor(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    rows = [json.loads(x) for d in ("garment", "sign", "chart")
+            for x in write_split(tmp_path / f"{d}.jsonl", d, "validation", 3, 0).read_text().splitlines()]
+    scored = build_targets(processor.tokenizer, processor, rows)
+    one = score_rows(model, processor.tokenizer, scored, batch_size=1)
+    assert score_rows(model, processor.tokenizer, scored, batch_size=4) == one  # left padding, length-sorted
+    assert [len(m) for m in one] == [4, 4, 4, 1, 1, 1, 1, 1, 1]

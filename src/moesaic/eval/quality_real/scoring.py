@@ -80,10 +80,11 @@ def score_rows(model: Any, tokenizer: Any, rows: list[ScoredRow], batch_size: in
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].text))  # similar lengths batch together: less padding
     results: list[dict[str, bool]] = []
     try:
         for start in progress(range(0, len(rows), batch_size), desc=desc, unit="batch"):
-            chunk = rows[start:start + batch_size]
+            chunk = [rows[i] for i in order[start:start + batch_size]]
             enc = tokenizer([r.text for r in chunk], add_special_tokens=False, padding=True, return_tensors="pt")
             keep = max(t.back for r in chunk for t in r.targets)
             with torch.no_grad():
@@ -97,7 +98,10 @@ def score_rows(model: Any, tokenizer: Any, rows: list[ScoredRow], batch_size: in
                 results.append(marks)
     finally:
         tokenizer.padding_side = side
-    return results
+    out: list[dict[str, bool]] = [{} for _ in rows]
+    for i, marks in zip(order, results):
+        out[i] = marks
+    return out
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
