@@ -9,7 +9,7 @@ DEBS := espeak-ng chromium
 
 LOCK := requirements/lock.txt
 
-.PHONY: setup run test test-fast test-compat lock upgrade-deps quality-study clean
+.PHONY: setup run test test-fast test-compat lock upgrade-deps quality-study quality-study-real clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ upgrade-deps:
 # the merged-model quality study (benchmarks/moe_quality.py; 2-11 min on 2 CPU cores), results in runs/quality
 quality-study: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python benchmarks/moe_quality.py --out runs/quality
+
+# the real-decoder quality study, Phase A (benchmarks/moe_quality_real.py): SmolLM2-135M experts, merges, mergekit
+# peers; validation grid -> selection file -> test rows. The test stage scores only when the selection file is
+# committed unmodified (a first run stops there: commit it, run again).
+quality-study-real: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python benchmarks/moe_quality_real.py --out runs/quality_real
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,5 +1,6 @@
 """``moesaic export-adapter RUN OUTPUT``: merge a LoRA adapter (text and vision-tower LoRA alike) into full
-weights that plain ``transformers`` loads (``AutoModelForImageTextToText.from_pretrained``).
+weights that plain ``transformers`` loads (``AutoModelForImageTextToText.from_pretrained``, or
+``AutoModelForCausalLM`` for a text-only causal LM).
 
 Why merge: serving stacks such as vLLM ignore LoRA on the vision tower, so an adapter trained there must be
 folded into the weights. The adapter itself stays where it is (a PEFT folder, ``RUN/adapter``). With
@@ -56,16 +57,19 @@ def find_adapter(path: str | Path) -> Path:
 
 
 def probe_logits(model: Any, processor: Any) -> Any:
-    """Logits of a fixed image + question (deterministic), for comparing two models."""
+    """Logits of a fixed image + question (a question alone for a text-only LM), for comparing two models."""
     import torch
     from PIL import Image, ImageDraw
 
     from moesaic.finetune.evaluate import prompt_inputs
+    from moesaic.finetune.text import TextProcessor
 
+    text_only = isinstance(processor, TextProcessor)
     img = Image.new("RGB", (40, 32), "white")
     ImageDraw.Draw(img).ellipse([4, 4, 28, 28], fill="red")
-    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]}]
-    inputs = prompt_inputs(processor, msgs, [img])
+    parts = [{"type": "text", "text": "What is shown?"}] if text_only else \
+        [{"type": "image"}, {"type": "text", "text": "What is shown?"}]
+    inputs = prompt_inputs(processor, [{"role": "user", "content": parts}], [] if text_only else [img])
     model.eval()
     with torch.no_grad():
         return model(**inputs).logits.float()  # (1, seq, vocab)

@@ -1,4 +1,5 @@
-"""Loading a VLM and its processor for training, and choosing what trains (LoRA targets, frozen towers)."""
+"""Loading a VLM (or a text-only causal LM) and its processor for training, and choosing what trains
+(LoRA targets, frozen towers). A causal LM's tokenizer is wrapped in :class:`moesaic.finetune.text.TextProcessor`."""
 
 from __future__ import annotations
 
@@ -18,15 +19,18 @@ PROJECTOR_MARKERS = ("merger", "connector", "multi_modal_projector", "deepstack_
 
 
 def load_processor(path: str | Path) -> Any:
-    """The model's processor (via :func:`moesaic.backends.compat.load_processor`, which needs no torchvision)."""
+    """The model's processor (via :func:`moesaic.backends.compat.load_processor`, which needs no torchvision);
+    a bare tokenizer (text-only causal LM) comes wrapped in a :class:`~moesaic.finetune.text.TextProcessor`."""
     from moesaic.backends.compat import load_processor as compat_load
+    from moesaic.finetune.text import TextProcessor
 
     path = Path(path)
     try:
-        return compat_load(path)
+        processor = compat_load(path)
     except (ImportError, ValueError, OSError, TypeError, KeyError) as exc:
         raise ModelLoadError(f"cannot load the processor of {path}: {exc}",
                              "the folder needs the processor/tokenizer files saved with the model") from None
+    return processor if hasattr(processor, "tokenizer") else TextProcessor(processor)
 
 
 def save_processor(processor: Any, folder: Path) -> None:
@@ -35,25 +39,30 @@ def save_processor(processor: Any, folder: Path) -> None:
 
 
 def load_model(path: str | Path, dtype: str = "float32", **load_kwargs: Any) -> Any:
-    """``dtype`` "auto" keeps the checkpoint's; ``load_kwargs`` go to ``from_pretrained`` (QLoRA: quantisation)."""
+    """An image-text-to-text model, or a causal LM when the folder holds a text-only decoder. ``dtype`` "auto"
+    keeps the checkpoint's; ``load_kwargs`` go to ``from_pretrained`` (QLoRA: quantisation)."""
     import torch
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from moesaic.finetune.text import is_text_only
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"base model {path} has no config.json",
                           "point base_model at a saved transformers model folder (save_pretrained output)")
     try:
-        return AutoModelForImageTextToText.from_pretrained(
-            path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **load_kwargs)
+        text_only = is_text_only(AutoConfig.from_pretrained(path))
+        cls = AutoModelForCausalLM if text_only else AutoModelForImageTextToText
+        return cls.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **load_kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load {path} as an image-text-to-text model: {exc}",
-                             "use a VLM folder (Idefics3/SmolVLM, LLaVA, Qwen3-VL, ...)") from None
+        raise ModelLoadError(f"cannot load {path} as an image-text-to-text model or a causal LM: {exc}",
+                             "use a VLM folder (Idefics3/SmolVLM, LLaVA, Qwen3-VL, ...) or a causal LM "
+                             "(Llama, Qwen2, ...) saved with save_pretrained") from None
 
 
 def image_token_id(processor: Any, base_model: str | Path | None = None) -> int:
     """The id of the image placeholder token: the processor's, else the model config's (no weights loaded)."""
-    tid = getattr(processor, "image_token_id", None)
+    tid = getattr(processor, "image_token_id", None)  # TextProcessor: NO_IMAGE_TOKEN
     if tid is None and base_model is not None:
         from transformers import AutoConfig
 
