@@ -121,4 +121,5 @@ def test_unknown_family_names_the_choices() -> None:
     with pytest.raises(ConfigError) as info:
         tiny_config("nope")
     assert "idefics3" in (info.value.hint or "")
-    assert set(FAMILIES) == {"idefics3", "llava", "qwen3_vl", "blip2", "vilt", "git"}
+    assert set(FAMILIES) == {"idefics3", "llava", "qwen3_vl", "blip2", "vilt", "git", "idefics2", "mistral3",
+                             "llava_onevision", "internvl", "mllama", "qwen3_5"}
